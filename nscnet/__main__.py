@@ -1,0 +1,3 @@
+from nscnet.cli import main
+
+raise SystemExit(main())

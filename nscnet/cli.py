@@ -1,0 +1,108 @@
+"""`nscnet <step> --name value ...`: builds the step's config dataclass from argv and runs it.
+
+Options are derived from the dataclass fields (`nscnet.config`): `--pca_dim 64` and
+`--pca-dim 64` are both accepted; booleans take true/false (a bare `--truth` means true);
+tuples take comma-separated values (`--k_values 64,128,256`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Any, Sequence
+
+from nscnet.config import ConfigError, DataError, field_type, fields
+from nscnet.steps import STEPS
+
+TRUE = {"true", "1", "yes", "y", "on"}
+FALSE = {"false", "0", "no", "n", "off"}
+
+
+def parse_bool(text: str | bool) -> bool:
+    if isinstance(text, bool):
+        return text
+    value = str(text).strip().lower()
+    if value in TRUE:
+        return True
+    if value in FALSE:
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def parse_int_tuple(text: str) -> tuple[int, ...]:
+    text = str(text).strip().strip("()[]")
+    if not text:
+        return ()
+    try:
+        return tuple(int(float(part)) for part in text.replace(";", ",").split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+PARSERS = {bool: parse_bool, int: int, float: float, str: str, tuple: parse_int_tuple}
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
+    """One option per dataclass field, underscore and dash spellings both."""
+    for f in fields(cls):
+        kind = field_type(cls, f.name)
+        names = [f"--{f.name}"] + ([f"--{f.name.replace('_', '-')}"] if "_" in f.name else [])
+        default = f.default
+        shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
+        help_text = f"{f.metadata.get('help', '')} (default: {shown})"
+        extra: dict[str, Any] = {}
+        if kind is bool:
+            extra = {"nargs": "?", "const": True}
+        if f.metadata.get("choices"):
+            extra["choices"] = f.metadata["choices"]
+        parser.add_argument(*names, dest=f.name, type=PARSERS[kind], default=argparse.SUPPRESS,
+                            help=help_text, **extra)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="nscnet", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="step", required=True, metavar="STEP")
+    for step in STEPS.values():
+        step_parser = sub.add_parser(step.name, help=step.summary, description=step.config.__doc__)
+        add_config_arguments(step_parser, step.config)
+    return parser
+
+
+def config_from_args(step: str, argv: Sequence[str]) -> Any:
+    """The config instance of `step` built from command-line words (no step name)."""
+    args = build_parser().parse_args([step, *argv])
+    values = {k: v for k, v in vars(args).items() if k not in ("step", "verbose")}
+    return STEPS[step].config(**values)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    for noisy in ("numba", "matplotlib", "urllib3", "alembic", "PIL", "kaleido", "choreographer"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    step = STEPS[args.step]
+    values = {k: v for k, v in vars(args).items() if k not in ("step", "verbose")}
+    try:
+        cfg = step.config(**values)
+    except ConfigError as exc:
+        print(f"nscnet {step.name}: {exc}", file=sys.stderr)
+        return 2
+    try:
+        step.load()(cfg)
+    except (ConfigError, DataError, FileNotFoundError) as exc:
+        if args.verbose:
+            raise
+        print(f"nscnet {step.name}: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"nscnet {step.name}: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

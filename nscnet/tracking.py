@@ -1,0 +1,231 @@
+"""The only module that talks to MLflow.
+
+Default store: `sqlite:///<working dir>/mlflow.db` with artifacts in `<working dir>/mlartifacts`,
+unless `MLFLOW_TRACKING_URI` is set (an `mlflow server` URL, another database, ...). Every
+step opens its run through `start_run`, logs through the helpers here, and never imports mlflow.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+import mlflow  # noqa: E402
+from mlflow.tracking import MlflowClient  # noqa: E402
+
+from nscnet.config import DataError, to_params  # noqa: E402
+
+log = logging.getLogger(__name__)
+
+DEFAULT_DB = "mlflow.db"
+DEFAULT_ARTIFACTS = "mlartifacts"
+
+
+def tracking_uri() -> str:
+    """`MLFLOW_TRACKING_URI` if set, else the SQLite store of the working directory."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    if uri:
+        return uri
+    return f"sqlite:///{Path.cwd() / DEFAULT_DB}"
+
+
+def _artifact_root(uri: str) -> str | None:
+    """Artifact location for new experiments in a local SQLite store: beside the database."""
+    if uri.startswith("sqlite:///"):
+        db = Path(uri[len("sqlite:///"):])
+        return (db.parent / DEFAULT_ARTIFACTS).resolve().as_uri()
+    return None  # a server or remote database chooses its own
+
+
+def setup(experiment: str) -> str:
+    """Point MLflow at the tracking store and experiment; returns the experiment id."""
+    uri = tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    found = mlflow.get_experiment_by_name(experiment)
+    if found is not None:
+        experiment_id = found.experiment_id
+    else:
+        root = _artifact_root(uri)
+        location = f"{root}/{experiment}" if root else None
+        try:
+            experiment_id = mlflow.create_experiment(experiment, artifact_location=location)
+        except mlflow.exceptions.MlflowException:  # created by a concurrent worker meanwhile
+            experiment_id = mlflow.get_experiment_by_name(experiment).experiment_id
+    mlflow.set_experiment(experiment_id=experiment_id)
+    return experiment_id
+
+
+@contextlib.contextmanager
+def start_run(cfg: Any, step: str, *, run_id: str | None = None, nested: bool = False,
+              run_name: str | None = None, tags: Mapping[str, str] | None = None,
+              system_metrics: bool = False, log_config: bool = True) -> Iterator[Any]:
+    """Open (or resume, with `run_id`) the MLflow run of one step; params logged from `cfg`.
+
+    A run that raises is marked FAILED and re-raises; KeyboardInterrupt marks it KILLED.
+    """
+    setup(cfg.experiment)
+    if run_id:
+        try:
+            MlflowClient().get_run(run_id)
+        except mlflow.exceptions.MlflowException:
+            raise DataError(f"no MLflow run with id {run_id!r} in {tracking_uri()}") from None
+    kwargs: dict[str, Any] = dict(run_id=run_id or None, nested=nested, log_system_metrics=system_metrics)
+    if not run_id:
+        kwargs["run_name"] = run_name
+    active = mlflow.active_run()
+    if active is not None and not nested and active.info.run_id != run_id:
+        kwargs["nested"] = True  # called from inside another step's run (a study trial, a demo)
+    with mlflow.start_run(**kwargs) as run:
+        try:
+            all_tags = {"nscnet.step": step, **(tags or {})}
+            mlflow.set_tags(all_tags)
+            if log_config and not run_id:
+                log_params(to_params(cfg))
+            yield run
+        except KeyboardInterrupt:
+            mlflow.end_run(status="KILLED")
+            raise
+        except BaseException:
+            mlflow.end_run(status="FAILED")
+            raise
+
+
+def active_run_id() -> str | None:
+    run = mlflow.active_run()
+    return run.info.run_id if run else None
+
+
+def log_params(params: Mapping[str, Any]) -> None:
+    """Log params, values made strings; MLflow's 6000-character limit respected."""
+    clean = {k: ("" if v is None else str(v))[:6000] for k, v in params.items()}
+    items = list(clean.items())
+    for start in range(0, len(items), 100):
+        mlflow.log_params(dict(items[start:start + 100]))
+
+
+def log_metrics(metrics: Mapping[str, Any], step: int | None = None) -> None:
+    """Log numeric metrics; None and non-finite values are skipped (missing, never faked)."""
+    clean = {}
+    for key, value in metrics.items():
+        if value is None:
+            continue
+        value = float(value)
+        if math.isfinite(value):
+            clean[key] = value
+    if clean:
+        mlflow.log_metrics(clean, step=step)
+
+
+def set_tags(tags: Mapping[str, Any]) -> None:
+    mlflow.set_tags({k: str(v) for k, v in tags.items()})
+
+
+def log_artifact(path: str | Path, artifact_path: str | None = None) -> None:
+    mlflow.log_artifact(str(path), artifact_path=artifact_path)
+
+
+def log_artifacts(folder: str | Path, artifact_path: str | None = None) -> None:
+    mlflow.log_artifacts(str(folder), artifact_path=artifact_path)
+
+
+def log_dict(data: Mapping[str, Any], artifact_file: str) -> None:
+    mlflow.log_dict(json.loads(json.dumps(data, default=str)), artifact_file)
+
+
+def log_text(text: str, artifact_file: str) -> None:
+    mlflow.log_text(text, artifact_file)
+
+
+_png_warned = False
+
+
+def log_figure(fig: Any, name: str, *, folder: str = "figures", png: bool = True) -> None:
+    """Log a plotly figure as `figures/<name>.html` and, when a renderer is there, `.png`.
+
+    PNG export needs kaleido and a Chrome/Chromium; without them only the HTML is logged and
+    one warning says why.
+    """
+    global _png_warned
+    with tempfile.TemporaryDirectory() as tmp:
+        html = Path(tmp) / f"{name}.html"
+        fig.write_html(html, include_plotlyjs="cdn")
+        mlflow.log_artifact(str(html), artifact_path=folder)
+        if png:
+            image = Path(tmp) / f"{name}.png"
+            try:
+                fig.write_image(image, width=900, height=600)
+            except Exception as exc:  # kaleido or Chrome missing: HTML is still there
+                if not _png_warned:
+                    log.warning("PNG export of figures is off (%s); HTML figures are still logged",
+                                str(exc).splitlines()[0][:200])
+                    _png_warned = True
+            else:
+                mlflow.log_artifact(str(image), artifact_path=folder)
+
+
+def log_torch_model(model: Any, name: str = "model") -> None:
+    """Log a torch module with `mlflow.pytorch.log_model` (pickled whole, CPU copy)."""
+    import mlflow.pytorch
+
+    mlflow.pytorch.log_model(model, name=name)
+
+
+def get_run(run_id: str) -> Any:
+    """The MLflow run with this id, or a DataError naming it."""
+    mlflow.set_tracking_uri(tracking_uri())
+    try:
+        return MlflowClient().get_run(run_id)
+    except mlflow.exceptions.MlflowException:
+        raise DataError(f"no MLflow run with id {run_id!r} in {tracking_uri()}") from None
+
+
+def metric_history(run_id: str, key: str) -> list[tuple[int, float]]:
+    """(step, value) pairs of one metric of a run, in step order."""
+    mlflow.set_tracking_uri(tracking_uri())
+    history = MlflowClient().get_metric_history(run_id, key)
+    return sorted((m.step, m.value) for m in history)
+
+
+def list_artifacts(run_id: str, path: str | None = None) -> list[str]:
+    mlflow.set_tracking_uri(tracking_uri())
+    return [a.path for a in MlflowClient().list_artifacts(run_id, path)]
+
+
+def download_artifact(run_id: str, path: str, dst: str | Path | None = None) -> Path:
+    """Download one artifact (file or folder) of a run; DataError when it is not there."""
+    mlflow.set_tracking_uri(tracking_uri())
+    try:
+        local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path,
+                                                    dst_path=str(dst) if dst else None)
+    except Exception as exc:
+        raise DataError(f"run {run_id} has no artifact {path!r} ({str(exc).splitlines()[0][:200]})") from None
+    return Path(local)
+
+
+def search_runs(experiment: str, filter_string: str = "") -> Any:
+    """A pandas DataFrame of the runs of an experiment (empty when there is none)."""
+    import pandas as pd
+
+    mlflow.set_tracking_uri(tracking_uri())
+    found = mlflow.get_experiment_by_name(experiment)
+    if found is None:
+        return pd.DataFrame()
+    return mlflow.search_runs(experiment_ids=[found.experiment_id], filter_string=filter_string)
+
+
+def run_url(run: Any) -> str:
+    """Where to look at a run: a server URL, or the `mlflow ui` command for a local store."""
+    uri = tracking_uri()
+    path = f"#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}"
+    if uri.startswith("http"):
+        return f"{uri.rstrip('/')}/{path}"
+    return f"mlflow ui --backend-store-uri {uri}  then open http://127.0.0.1:5000/{path}"

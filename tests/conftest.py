@@ -1,0 +1,45 @@
+"""Shared fixtures: an isolated MLflow store per test, the real data in ../shared/data."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+_cache = Path(tempfile.gettempdir()) / "nscnet-test-cache"
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("NUMBA_CACHE_DIR", str(_cache / "numba"))
+os.environ.setdefault("MPLCONFIGDIR", str(_cache / "mpl"))
+os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+SHARED_DATA = Path(os.environ.get("NSCNET_SHARED_DATA", ROOT.parent / "shared" / "data"))
+BENGALESE = SHARED_DATA / "bengalese-finch"
+
+
+def require(condition: bool, reason: str) -> None:
+    """Skip when a component is absent, but only outside CI: under CI it must be there."""
+    if condition:
+        return
+    if os.environ.get("CI"):
+        pytest.fail(f"required under CI: {reason}")
+    print(f"SKIP: {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture
+def bengalese() -> Path:
+    """../shared/data/bengalese-finch, read in place (read-only)."""
+    require(BENGALESE.is_dir(), f"real data not found at {BENGALESE}")
+    return BENGALESE
+
+
+@pytest.fixture
+def tracking(tmp_path, monkeypatch) -> str:
+    """A fresh SQLite MLflow store in tmp_path; the test runs in tmp_path."""
+    monkeypatch.chdir(tmp_path)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    return uri

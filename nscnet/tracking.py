@@ -146,15 +146,38 @@ def log_text(text: str, artifact_file: str) -> None:
 
 
 _png_warned = False
+_png_server = False
+
+
+def _write_png(fig: Any, path: Path) -> None:
+    """PNG through kaleido, keeping one Chromium warm per process (2 s a figure otherwise)."""
+    global _png_server
+    if not _png_server:
+        import atexit
+        import warnings
+
+        import kaleido
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            kaleido.start_sync_server(silence_warnings=True)
+        atexit.register(kaleido.stop_sync_server, silence_warnings=True)
+        _png_server = True
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "kopts ignored when using a server"
+        fig.write_image(path, width=900, height=600)
 
 
 def log_figure(fig: Any, name: str, *, folder: str = "figures", png: bool = True) -> None:
     """Log a plotly figure as `figures/<name>.html` and, when a renderer is there, `.png`.
 
     PNG export needs kaleido and a Chrome/Chromium; without them only the HTML is logged and
-    one warning says why.
+    one warning says why. `NSCNET_PNG=false` turns PNG export off.
     """
     global _png_warned
+    png = png and os.environ.get("NSCNET_PNG", "true").lower() not in ("0", "false", "no", "off")
     with tempfile.TemporaryDirectory() as tmp:
         html = Path(tmp) / f"{name}.html"
         fig.write_html(html, include_plotlyjs="cdn")
@@ -162,7 +185,7 @@ def log_figure(fig: Any, name: str, *, folder: str = "figures", png: bool = True
         if png:
             image = Path(tmp) / f"{name}.png"
             try:
-                fig.write_image(image, width=900, height=600)
+                _write_png(fig, image)
             except Exception as exc:  # kaleido or Chrome missing: HTML is still there
                 if not _png_warned:
                     log.warning("PNG export of figures is off (%s); HTML figures are still logged",

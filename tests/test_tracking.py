@@ -38,6 +38,7 @@ def _log_a_run(tmp_path):
 def _check_run(run_id):
     run = trk.get_run(run_id)
     assert run.data.params["k"] == "7" and run.data.params["k_values"] == "4,8"
+    assert run.data.params["whiten"] == "true"
     assert run.data.tags["nscnet.step"] == "basenet"
     assert run.info.status == "FINISHED"
     assert "inertia" not in run.data.metrics and "bad" not in run.data.metrics  # missing, not faked

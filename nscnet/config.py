@@ -284,11 +284,16 @@ class ZipfConfig(StepConfig):
     run_id: str = param("", "MLflow run id of a clustering run")
     assignments: str = param("", "or: path to an assignments.csv")
     bootstrap: int = param(1000, "parametric bootstrap draws for the KS p-value")
-    seed: int = param(0, "random seed of the bootstrap")
+    seed: int = param(0, "random seed of the bootstrap and the accumulation orders")
+    powerlaw_xmin: str = param("all", "powerlaw fit: all clusters (xmin = smallest size) or xmin chosen by KS",
+                               choices=("all", "auto"))
+    orders: int = param(100, "random song orders averaged in the accumulation curve")
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _check_positive(self, "bootstrap")
+        _check_positive(self, "bootstrap", "orders")
+        if self.run_id and self.assignments:
+            raise ConfigError(f"give run_id={self.run_id!r} or assignments={self.assignments!r}, not both")
 
 
 @dataclass(frozen=True)

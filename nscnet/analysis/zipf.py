@@ -29,7 +29,7 @@ import scipy.optimize
 import scipy.special
 import scipy.stats
 
-from nscnet.config import DataError, ZipfConfig
+from nscnet.config import ConfigError, DataError, ZipfConfig
 
 log = logging.getLogger(__name__)
 
@@ -339,3 +339,100 @@ def zipf_statistics(sizes: np.ndarray, *, bootstrap: int, seed: int, powerlaw_xm
     }
     metrics.update(powerlaw_comparisons(sizes, xmin=powerlaw_xmin))
     return metrics, boot
+
+
+# ---------------------------------------------------------------------------- entry point
+
+def read_assignments(path: str | Path) -> np.ndarray:
+    """The `cluster` column of an assignments CSV as an int array (n_songs,); DataError when unusable."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"assignments file {path} does not exist")
+    try:
+        table = pd.read_csv(path)
+    except Exception as exc:
+        raise DataError(f"cannot read assignments {path}: {exc}") from None
+    if "cluster" not in table.columns:
+        raise DataError(f"assignments {path} has no 'cluster' column (columns: {', '.join(map(str, table.columns))})")
+    clusters = pd.to_numeric(table["cluster"], errors="coerce")
+    if clusters.isna().any() or (clusters % 1 != 0).any():
+        bad = table.loc[clusters.isna() | (clusters % 1 != 0), "cluster"].iloc[0]
+        raise DataError(f"assignments {path}: cluster {bad!r} is not an integer id")
+    return clusters.to_numpy(dtype=np.int64)
+
+
+def _load(cfg: ZipfConfig, tmp: str) -> tuple[np.ndarray, str]:
+    """Cluster ids of the songs, and where they came from."""
+    if not cfg.run_id and not cfg.assignments:
+        raise ConfigError("zipf needs run_id (a clustering run) or assignments (an assignments.csv)")
+    if cfg.run_id:
+        from nscnet import tracking
+
+        tracking.get_run(cfg.run_id)  # DataError naming the id when there is no such run
+        local = tracking.download_artifact(cfg.run_id, "assignments.csv", tmp)
+        return read_assignments(local), f"run {cfg.run_id}"
+    return read_assignments(cfg.assignments), str(cfg.assignments)
+
+
+def _parent_tags(run_id: str, experiment: str) -> dict[str, str]:
+    """Link to the clustering run: always `nscnet.parent_run`; MLflow's own parent tag (the UI
+    shows the run nested under it) when both runs are in the same experiment and no other run
+    is active (a demo or study run would be the natural parent then)."""
+    from nscnet import tracking
+
+    if not run_id:
+        return {}
+    tags = {"nscnet.parent_run": run_id}
+    parent = tracking.get_run(run_id)
+    if tracking.active_run_id() is None and tracking.experiment_name(parent.info.experiment_id) == experiment:
+        tags["mlflow.parentRunId"] = run_id
+    return tags
+
+
+def run_zipf(cfg: ZipfConfig) -> dict[str, float]:
+    """Zipf and repertoire analysis of a clustering run (or an assignments CSV), as an MLflow run.
+
+    Logs zipf_s, zipf_ks_pvalue, zipf_chi2_pvalue and the other statistics, the repertoire
+    estimates, `zipf_ranks.csv` (rank, size, expected) and figures. Returns the metrics.
+    """
+    from nscnet import tracking
+    from nscnet.analysis import plots, repertoire
+
+    with tempfile.TemporaryDirectory() as tmp:
+        clusters, source = _load(cfg, tmp)
+    sizes = rank_sizes(clusters)
+    _check_sizes(sizes)  # before any run is opened: no run with made-up numbers
+    log.info("%s: %d songs (%d noise) in %d clusters", source, len(clusters), int((clusters == -1).sum()), len(sizes))
+
+    with tracking.start_run(cfg, "zipf", tags=_parent_tags(cfg.run_id, cfg.experiment)) as run:
+        metrics, boot = zipf_statistics(sizes, bootstrap=cfg.bootstrap, seed=cfg.seed, powerlaw_xmin=cfg.powerlaw_xmin)
+        metrics["noise_fraction"] = float((clusters == -1).mean())
+        metrics.update(repertoire.repertoire_statistics(sizes, seed=cfg.seed))
+        tracking.log_metrics(metrics)
+        tracking.log_params({"zipf_source": source})
+
+        s = metrics["zipf_s"]
+        expected = expected_counts(s, len(sizes), int(sizes.sum()))
+        ranks = pd.DataFrame({"rank": np.arange(1, len(sizes) + 1), "size": sizes, "expected": expected,
+                              "probability": sizes / sizes.sum(), "zipf_probability": zipf_pmf(s, len(sizes))})
+        with tempfile.TemporaryDirectory() as tmp:
+            ranks.to_csv(Path(tmp) / "zipf_ranks.csv", index=False)
+            tracking.log_artifact(Path(tmp) / "zipf_ranks.csv")
+        tracking.log_dict({"method": {
+            "zipf_s": "maximum likelihood, finite Zipf over the observed non-empty clusters (noise excluded)",
+            "zipf_ks_pvalue": f"parametric bootstrap, {cfg.bootstrap} samples from the fitted law, each re-sorted "
+                              f"into rank order and refitted (seed {cfg.seed})",
+            "zipf_chi2_pvalue": "scipy.stats.chisquare, adjacent ranks merged until every expected count >= 5, ddof=1",
+            "zipf_chi2_boot_pvalue": "the same chi-squared statistic against the parametric bootstrap",
+            "zipf_ks2_paper_pvalue": "the paper's two-sample KS between probability vectors (weak; comparison only)",
+        }, "metrics": metrics}, "zipf.json")
+        tracking.log_figure(plots.zipf_figure(sizes, expected, s, log_axes=False), "zipf_linear")
+        tracking.log_figure(plots.zipf_figure(sizes, expected, s, log_axes=True), "zipf_loglog")
+        curve = repertoire.accumulation_curve(clusters, orders=cfg.orders, seed=cfg.seed)
+        tracking.log_figure(plots.accumulation_figure(curve, {"Chao1": metrics["chao1"], "ACE": metrics["ace"]}),
+                            "accumulation")
+        if cfg.run_id:
+            tracking.tag_run(cfg.run_id, {"nscnet.zipf_run": run.info.run_id})
+    log.info("zipf_s %.3f (KS bootstrap p %.3g, chi-squared p %.3g); Chao1 %.1f, ACE %.1f",
+             s, metrics["zipf_ks_pvalue"], metrics["zipf_chi2_pvalue"], metrics["chao1"], metrics["ace"])
+    return metrics

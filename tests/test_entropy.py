@@ -72,6 +72,7 @@ def test_run_entropy_on_written_recordings(tracking, tmp_path, monkeypatch):
     assert metrics["entropy_segments"] == 6 and metrics["entropy_skipped"] == 0
     runs = track.search_runs("nscnet")
     run_id = runs.iloc[0]["run_id"]
+    assert metrics["run_id"] == run_id
     assert runs.iloc[0]["metrics.entropy_mean"] == pytest.approx(metrics["entropy_mean"])
     per_recording = pd.read_csv(track.download_artifact(run_id, "entropy_recordings.csv", tmp_path / "dl"))
     means = dict(zip(per_recording["recording"], per_recording["entropy_mean"]))

@@ -139,6 +139,7 @@ def test_run_zipf_logs_a_run_linked_to_the_clustering_run(tracking, tmp_path, mo
 
     runs = track.search_runs("nscnet")
     child = runs[runs["tags.nscnet.step"] == "zipf"].iloc[0]
+    assert metrics["run_id"] == child["run_id"]
     assert child["tags.nscnet.parent_run"] == parent_id
     assert child["tags.mlflow.parentRunId"] == parent_id  # shown nested in the MLflow UI
     assert track.get_run(parent_id).data.tags["nscnet.zipf_run"] == child["run_id"]

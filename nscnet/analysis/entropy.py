@@ -13,6 +13,7 @@ import logging
 import tempfile
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -128,17 +129,18 @@ def entropy_table(cfg: EntropyConfig) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def run_entropy(cfg: EntropyConfig) -> dict[str, float]:
+def run_entropy(cfg: EntropyConfig) -> dict[str, Any]:
     """Chroma entropy of every segment of `cfg.audio`, logged as an MLflow run.
 
     Metrics: entropy_mean, entropy_std (over segments), entropy_segments, entropy_skipped.
     Artifacts: entropy.csv (per segment), entropy_recordings.csv and entropy_labels.csv
     (mean, std, count per recording / per reference label), figures/entropy_histogram.
+    Returns the metrics and `run_id`.
     """
     from nscnet import tracking
     from nscnet.analysis.plots import entropy_histogram
 
-    with tracking.start_run(cfg, "entropy"):
+    with tracking.start_run(cfg, "entropy") as run:
         table = entropy_table(cfg)
         values = table["entropy_bits"].to_numpy(dtype=float)
         valid = values[np.isfinite(values)]
@@ -162,4 +164,4 @@ def run_entropy(cfg: EntropyConfig) -> dict[str, float]:
         log.info("chroma entropy of %d segments: mean %.3f bits, std %.3f (max %.2f); %d skipped",
                  len(valid), metrics["entropy_mean"], metrics["entropy_std"] or float("nan"), MAX_BITS,
                  len(values) - len(valid))
-    return {k: v for k, v in metrics.items() if v is not None}
+    return {**{k: v for k, v in metrics.items() if v is not None}, "run_id": run.info.run_id}

@@ -224,6 +224,20 @@ def log_torch_model(model: Any, name: str = "model") -> None:
     mlflow.pytorch.log_model(model, name=name)
 
 
+def tag_run(run_id: str, tags: Mapping[str, Any]) -> None:
+    """Set tags on any run by id (finished ones too), e.g. a link back from a parent run."""
+    mlflow.set_tracking_uri(tracking_uri())
+    client = MlflowClient()
+    for key, value in tags.items():
+        client.set_tag(run_id, key, str(value))
+
+
+def experiment_name(experiment_id: str) -> str:
+    """The name of an experiment of the tracking store."""
+    mlflow.set_tracking_uri(tracking_uri())
+    return MlflowClient().get_experiment(experiment_id).name
+
+
 def get_run(run_id: str) -> Any:
     """The MLflow run with this id, or a DataError naming it."""
     mlflow.set_tracking_uri(tracking_uri())

@@ -85,6 +85,8 @@ def start_run(cfg: Any, step: str, *, run_id: str | None = None, nested: bool = 
     if active is not None and not nested and active.info.run_id != run_id:
         kwargs["nested"] = True  # called from inside another step's run (a study trial, a demo)
     with mlflow.start_run(**kwargs) as run:
+        global _last_started
+        _last_started = run.info.run_id
         try:
             all_tags = {"nscnet.step": step, **(tags or {})}
             mlflow.set_tags(all_tags)
@@ -229,3 +231,18 @@ def run_url(run: Any) -> str:
     if uri.startswith("http"):
         return f"{uri.rstrip('/')}/{path}"
     return f"mlflow ui --backend-store-uri {uri}  then open http://127.0.0.1:5000/{path}"
+
+
+_last_started: str | None = None
+
+
+def last_run_id() -> str | None:
+    """Id of the run that `start_run` opened last in this process (e.g. a study trial's run)."""
+    return _last_started
+
+
+def tag_run(run_id: str, tags: Mapping[str, Any]) -> None:
+    """Set tags on a run that is not the active one."""
+    client = MlflowClient(tracking_uri())
+    for key, value in tags.items():
+        client.set_tag(run_id, key, str(value))

@@ -339,6 +339,7 @@ class StudyConfig(StepConfig):
     overrides: str = param("", "fixed model parameters for every trial, e.g. pca_dim=64,n_init=5")
     heartbeat_s: int = param(10, "trial heartbeat interval, s; a trial silent for 3 beats is failed and retried")
     compare: bool = param(True, "write and log the comparison page of the experiment when this worker ends")
+    figure_png: bool = param(False, "PNG copies of every trial's figures (slow: seconds per figure); HTML is always logged")
 
     def __post_init__(self) -> None:
         super().__post_init__()

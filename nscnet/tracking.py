@@ -148,6 +148,13 @@ def log_text(text: str, artifact_file: str) -> None:
 
 
 _png_warned = False
+PNG_ENV = "NSCNET_FIGURE_PNG"
+
+
+def png_enabled() -> bool:
+    """PNG copies of figures are on unless NSCNET_FIGURE_PNG is false (studies turn them off:
+    each PNG starts a headless Chromium, seconds per figure)."""
+    return os.environ.get(PNG_ENV, "true").strip().lower() not in ("0", "false", "no", "off")
 
 
 def log_figure(fig: Any, name: str, *, folder: str = "figures", png: bool = True) -> None:
@@ -161,7 +168,7 @@ def log_figure(fig: Any, name: str, *, folder: str = "figures", png: bool = True
         html = Path(tmp) / f"{name}.html"
         fig.write_html(html, include_plotlyjs="cdn")
         mlflow.log_artifact(str(html), artifact_path=folder)
-        if png:
+        if png and png_enabled():
             image = Path(tmp) / f"{name}.png"
             try:
                 fig.write_image(image, width=900, height=600)

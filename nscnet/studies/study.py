@@ -182,6 +182,23 @@ def run_study(cfg: StudyConfig) -> dict[str, Any]:
     worker_name = f"{socket.gethostname()}:{os.getpid()}"
     masked = replace(cfg, storage=shown, study_name=study_name)
     started = time.perf_counter()
+    png_before = os.environ.get(tracking.PNG_ENV)
+    os.environ[tracking.PNG_ENV] = str(cfg.figure_png).lower()
+    try:
+        summary = _work_in_parent_run(cfg, study, plan, storage, features, masked, study_name, worker_name, started)
+    finally:
+        if png_before is None:
+            os.environ.pop(tracking.PNG_ENV, None)
+        else:
+            os.environ[tracking.PNG_ENV] = png_before
+    summary.update(study_name=study_name, storage=shown)
+    if "best_value" in summary:
+        log.info("best %s = %.4f with %s (trial %d)", cfg.objective, summary["best_value"],
+                 summary["best_params"], summary["best_trial"])
+    return summary
+
+
+def _work_in_parent_run(cfg, study, plan, storage, features, masked, study_name, worker_name, started) -> dict[str, Any]:
     with tracking.start_run(masked, "study", run_name=f"study {study_name} ({worker_name})",
                             tags={"nscnet.study": study_name, "nscnet.worker": worker_name,
                                   "optuna.study_name": study_name}):
@@ -199,8 +216,5 @@ def run_study(cfg: StudyConfig) -> dict[str, Any]:
             from nscnet.dashboards import log_comparison
 
             log_comparison(cfg.experiment)
-    summary.update(study_name=study_name, storage=shown, worker_trials=ran, worker_seconds=elapsed)
-    if "best_value" in summary:
-        log.info("best %s = %.4f with %s (trial %d)", cfg.objective, summary["best_value"],
-                 summary["best_params"], summary["best_trial"])
+    summary.update(worker_trials=ran, worker_seconds=elapsed)
     return summary

@@ -206,7 +206,9 @@ def work(study: optuna.Study, plan: Plan, storage: Any, *, timeout_s: float = 0.
 
 
 def _run_one(study: optuna.Study, plan: Plan, storage: Any, base_sampler: Any) -> int:
-    trial = study.ask()
+    with warnings.catch_warnings():  # our loop runs the heartbeat thread Study.optimize would
+        warnings.filterwarnings("ignore", message="Heartbeat of storage")
+        trial = study.ask()
     trials = _wait_for_claims(study, trial.number)
     frozen = next(t for t in trials if t.number == trial.number)
     complete = sum(t.state == TrialState.COMPLETE for t in trials)
@@ -229,7 +231,9 @@ def _run_one(study: optuna.Study, plan: Plan, storage: Any, base_sampler: Any) -
             _give_back(study, trial, "no parameter set left")
             return 0
         params, phase = choice
-        study.sampler = PartialFixedSampler(params, base_sampler)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.sampler = PartialFixedSampler(params, base_sampler)
     key = params_key(params)
     trial.set_user_attr(KEY, key)  # the claim: later trials wait for it and skip this key
     trial.set_user_attr(PHASE, phase)

@@ -84,7 +84,9 @@ def next_k(scores: dict[int, float], *, maximize: bool) -> int | None:
     """The next K of the binary search, or None when it is done.
 
     `scores`: objective per evaluated K of one setting. Bisects between the best K and its
-    better evaluated neighbour; done when they are adjacent integers.
+    better evaluated neighbour until they are adjacent integers, then between the best K and
+    its other neighbour (objectives such as silhouette are lopsided around their peak, so the
+    better neighbour is not always on the peak's side). Done when both neighbours are adjacent.
 
     >>> next_k({64: 0.2, 128: 0.5, 256: 0.4}, maximize=True)
     192
@@ -95,8 +97,8 @@ def next_k(scores: dict[int, float], *, maximize: bool) -> int | None:
     ks = sorted(scores)
     best = max(ks, key=lambda k: sign * scores[k])
     i = ks.index(best)
-    neighbours = [ks[j] for j in (i - 1, i + 1) if 0 <= j < len(ks)]
-    better = max(neighbours, key=lambda k: sign * scores[k])
-    if abs(better - best) <= 1:
-        return None
-    return (best + better) // 2
+    neighbours = sorted((ks[j] for j in (i - 1, i + 1) if 0 <= j < len(ks)), key=lambda k: -sign * scores[k])
+    for neighbour in neighbours:
+        if abs(neighbour - best) > 1:
+            return (best + neighbour) // 2
+    return None

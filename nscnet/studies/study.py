@@ -163,10 +163,27 @@ def log_summary(study: optuna.Study, cfg: StudyConfig) -> dict[str, Any]:
     return summary
 
 
+def _init_tracking(experiment: str) -> None:
+    """Create the tracking store and experiment once: workers starting together on a fresh
+    SQLite store would otherwise race to create its tables."""
+    uri = tracking.tracking_uri()
+    if not uri.startswith("sqlite:///"):
+        tracking.setup(experiment)
+        return
+    import fcntl
+
+    db = Path(uri[len("sqlite:///"):])
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with open(db.with_name(db.name + ".init-lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        tracking.setup(experiment)
+
+
 def run_study(cfg: StudyConfig) -> dict[str, Any]:
     """Join (or create) the study and run trials until it has `n_trials` complete trials."""
     step = STEPS[cfg.model]
     base = model_config(cfg)
+    _init_tracking(cfg.experiment)
     study_name = cfg.study_name or f"{cfg.model}-{Path(cfg.data).resolve().name}"
     storage_text = cfg.storage or storages.DEFAULT_JOURNAL
     shown = storages.mask_password(storage_text)

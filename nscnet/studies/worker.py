@@ -212,7 +212,7 @@ def _run_one(study: optuna.Study, plan: Plan, storage: Any, base_sampler: Any) -
     trials = _wait_for_claims(study, trial.number)
     frozen = next(t for t in trials if t.number == trial.number)
     complete = sum(t.state == TrialState.COMPLETE for t in trials)
-    ahead = sum(t.state == TrialState.RUNNING and t.number < trial.number and t.user_attrs.get(KEY)
+    ahead = sum(t.state == TrialState.RUNNING and t.number < trial.number and bool(t.user_attrs.get(KEY))
                 for t in trials)
     if complete + ahead >= plan.n_trials:
         _give_back(study, trial, "the study's trial budget was already taken")

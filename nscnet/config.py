@@ -353,7 +353,7 @@ class StudyConfig(StepConfig):
 
     model: str = param("basenet", "model to tune", choices=("basenet", "vaenet", "nscnet"))
     data: str = param("demo/dataset", "dataset folder written by `preprocess`")
-    n_trials: int = param(20, "trials this worker runs")
+    n_trials: int = param(20, "complete trials the study should reach, all workers together")
     timeout: float = param(0.0, "stop this worker after this many seconds (0 = no limit)")
     storage: str = param("", "Optuna storage: a journal file path or a database URL (default: ./optuna.journal)")
     study_name: str = param("", "study name (default: <model>-<dataset folder name>)")
@@ -364,10 +364,16 @@ class StudyConfig(StepConfig):
     refine_k: bool = param(True, "binary search of K between the best grid K and its better neighbour")
     truth: bool = param(False, "log the *_truth metrics of every trial")
     seed: int = param(0, "sampler seed")
+    params: str = param("", "comma-separated fields to search (default: every field with a search space)")
+    overrides: str = param("", "fixed model parameters for every trial, e.g. pca_dim=64,n_init=5")
+    heartbeat_s: int = param(10, "trial heartbeat interval, s; a trial silent for 3 beats is failed and retried")
+    compare: bool = param(True, "write and log the comparison page of the experiment when this worker ends")
+    figure_png: bool = param(False, "PNG copies of every trial's figures (slow: seconds per figure); HTML is always logged")
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _check_positive(self, "n_trials", "k_min", "k_max")
+        _check_positive(self, "n_trials", "k_min", "k_max", "heartbeat_s")
+        _check_positive(self, "timeout", allow_zero=True)
         if self.k_min > self.k_max:
             raise ConfigError(f"k_min={self.k_min} is larger than k_max={self.k_max}")
 

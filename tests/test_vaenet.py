@@ -1,0 +1,98 @@
+"""VAENet: network shapes, the loss, training on synthetic images, the full run and its resume."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from nscnet.models.vae_model import ConvVAE, kl_weight, vae_loss, vae_shapes
+from tests.fixtures_vae import contour_images
+
+SMALL = dict(filters=(4, 8, 8, 16, 16), dense_units=32, latent_dim=4)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+# ------------------------------------------------------------------------------ network
+
+def test_paper_input_has_a_1x8x256_bottleneck_and_reconstructs_its_own_shape():
+    model = ConvVAE((64, 512), latent_dim=16)
+    x = torch.rand(2, 1, 64, 512)
+    bottleneck = model.encoder[:-1](x)  # everything but the Flatten
+    assert bottleneck.shape == (2, 256, 1, 8)
+    logits, mu, logvar = model(x)
+    assert logits.shape == x.shape and mu.shape == (2, 16) and logvar.shape == (2, 16)
+
+
+@pytest.mark.parametrize("shape", [(64, 128), (32, 64), (33, 70)])
+@pytest.mark.parametrize("residual", [False, True])
+def test_smaller_and_odd_images_keep_their_shape(shape, residual):
+    model = ConvVAE(shape, residual=residual, **SMALL).eval()
+    x = torch.rand(3, 1, *shape)
+    logits, mu, logvar = model(x)
+    assert logits.shape == x.shape and mu.shape == (3, 4)
+    assert torch.isfinite(logits).all() and torch.isfinite(logvar).all()
+    recon = model.reconstruct(x)
+    assert recon.min() >= 0 and recon.max() <= 1
+
+
+def test_shapes_are_derived_from_the_input_size():
+    assert vae_shapes(64, 512).sizes[-1] == (2, 16) and vae_shapes(64, 512).bottleneck == (1, 8)
+    assert vae_shapes(64, 128).bottleneck == (1, 2)
+    assert vae_shapes(32, 64).bottleneck == (1, 1)  # height is already 1: only the width is halved
+
+
+def test_residual_blocks_add_layers_but_keep_the_interface():
+    plain = ConvVAE((32, 64), residual=False, **SMALL)
+    residual = ConvVAE((32, 64), residual=True, **SMALL)
+    assert sum(p.numel() for p in residual.parameters()) > sum(p.numel() for p in plain.parameters())
+    assert residual.flat_dim == plain.flat_dim
+
+
+def test_filters_must_give_five_widths():
+    with pytest.raises(ValueError, match="five"):
+        ConvVAE((32, 64), filters=(8, 16))
+
+
+def test_evaluation_mode_encodes_deterministically():
+    model = ConvVAE((32, 64), **SMALL).eval()
+    x = torch.rand(2, 1, 32, 64)
+    assert torch.equal(model(x)[0], model(x)[0])
+
+
+# --------------------------------------------------------------------------------- loss
+
+def test_kl_is_zero_for_the_prior_and_positive_otherwise():
+    target = torch.rand(2, 1, 4, 4)
+    logits = torch.zeros_like(target)
+    zero = torch.zeros(2, 3)
+    _, _, kl = vae_loss(logits, target, zero, zero)
+    assert kl.item() == pytest.approx(0.0, abs=1e-7)
+    _, _, kl = vae_loss(logits, target, torch.ones(2, 3), zero)
+    assert kl.item() == pytest.approx(0.5 * 3)  # 0.5 * mu^2 per dimension, summed over 3
+
+
+def test_reconstruction_loss_is_summed_over_pixels_and_averaged_over_the_batch():
+    target = torch.full((2, 1, 4, 8), 0.5)
+    logits = torch.zeros_like(target)  # sigmoid = 0.5: BCE = log 2 per pixel, squared error 0
+    zero = torch.zeros(2, 3)
+    total, recon, kl = vae_loss(logits, target, zero, zero, recon="bce", beta=2.0)
+    assert recon.item() == pytest.approx(32 * math.log(2), rel=1e-5)
+    assert total.item() == pytest.approx(recon.item() + 2.0 * kl.item())
+    _, recon, _ = vae_loss(logits, target, zero, zero, recon="mse")
+    assert recon.item() == pytest.approx(0.0)
+    with pytest.raises(ValueError, match="huber"):
+        vae_loss(logits, target, zero, zero, recon="huber")
+
+
+def test_kl_warmup_rises_linearly_to_beta():
+    assert [kl_weight(e, beta=2.0, warmup_epochs=4) for e in range(6)] == [0.5, 1.0, 1.5, 2.0, 2.0, 2.0]
+    assert kl_weight(0, beta=0.7, warmup_epochs=0) == 0.7

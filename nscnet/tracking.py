@@ -72,7 +72,18 @@ def start_run(cfg: Any, step: str, *, run_id: str | None = None, nested: bool = 
 
     A run that raises is marked FAILED and re-raises; KeyboardInterrupt marks it KILLED.
     """
-    setup(cfg.experiment)
+    project_run = os.environ.get("MLFLOW_RUN_ID") if not run_id and mlflow.active_run() is None else None
+    if project_run:
+        # Launched by `mlflow run`: continue the run it created, in that run's experiment.
+        mlflow.set_tracking_uri(tracking_uri())
+        experiment_id = MlflowClient().get_run(project_run).info.experiment_id
+        name = mlflow.get_experiment(experiment_id).name
+        if name != cfg.experiment:
+            log.info("running under `mlflow run`: logging to its experiment %r (pass "
+                     "--experiment-name %s to mlflow run to choose it)", name, cfg.experiment)
+        mlflow.set_experiment(experiment_id=experiment_id)
+    else:
+        setup(cfg.experiment)
     if run_id:
         try:
             MlflowClient().get_run(run_id)
@@ -104,9 +115,19 @@ def active_run_id() -> str | None:
     return run.info.run_id if run else None
 
 
+def _param_text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"  # as MLproject and the CLI spell them
+    return str(value)[:6000]
+
+
 def log_params(params: Mapping[str, Any]) -> None:
-    """Log params, values made strings; MLflow's 6000-character limit respected."""
-    clean = {k: ("" if v is None else str(v))[:6000] for k, v in params.items()}
+    """Log params as text; those the run already has (e.g. from `mlflow run -P`) are kept."""
+    run = mlflow.active_run()
+    existing = MlflowClient().get_run(run.info.run_id).data.params if run else {}
+    clean = {k: _param_text(v) for k, v in params.items() if k not in existing}
     items = list(clean.items())
     for start in range(0, len(items), 100):
         mlflow.log_params(dict(items[start:start + 100]))
@@ -146,15 +167,38 @@ def log_text(text: str, artifact_file: str) -> None:
 
 
 _png_warned = False
+_png_server = False
+
+
+def _write_png(fig: Any, path: Path) -> None:
+    """PNG through kaleido, keeping one Chromium warm per process (2 s a figure otherwise)."""
+    global _png_server
+    if not _png_server:
+        import atexit
+        import warnings
+
+        import kaleido
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            kaleido.start_sync_server(silence_warnings=True)
+        atexit.register(kaleido.stop_sync_server, silence_warnings=True)
+        _png_server = True
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "kopts ignored when using a server"
+        fig.write_image(path, width=900, height=600)
 
 
 def log_figure(fig: Any, name: str, *, folder: str = "figures", png: bool = True) -> None:
     """Log a plotly figure as `figures/<name>.html` and, when a renderer is there, `.png`.
 
     PNG export needs kaleido and a Chrome/Chromium; without them only the HTML is logged and
-    one warning says why.
+    one warning says why. `NSCNET_PNG=false` turns PNG export off.
     """
     global _png_warned
+    png = png and os.environ.get("NSCNET_PNG", "true").lower() not in ("0", "false", "no", "off")
     with tempfile.TemporaryDirectory() as tmp:
         html = Path(tmp) / f"{name}.html"
         fig.write_html(html, include_plotlyjs="cdn")
@@ -162,7 +206,7 @@ def log_figure(fig: Any, name: str, *, folder: str = "figures", png: bool = True
         if png:
             image = Path(tmp) / f"{name}.png"
             try:
-                fig.write_image(image, width=900, height=600)
+                _write_png(fig, image)
             except Exception as exc:  # kaleido or Chrome missing: HTML is still there
                 if not _png_warned:
                     log.warning("PNG export of figures is off (%s); HTML figures are still logged",

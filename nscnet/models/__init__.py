@@ -1,0 +1,1 @@
+"""The models (BASENet, VAENet, NSCNet) and their parts (backbones, heads, sampler, SpecAugment)."""

@@ -178,7 +178,9 @@ class ClusterParams(PostprocessParams):
     kmeans_backend: str = param("auto", "k-means implementation", choices=("auto", "sklearn", "faiss"))
     min_samples: int = param(5, "OPTICS / HDBSCAN min_samples")
     min_samples_values: tuple[int, ...] = param((), "sweep these min_samples in one run, e.g. 3,5,10")
-    min_cluster_size: int = param(5, "HDBSCAN min_cluster_size")
+    min_cluster_size: int = param(5, "HDBSCAN (and OPTICS) min_cluster_size")
+    optics_xi: float = param(0.05, "OPTICS xi: minimum steepness of a cluster boundary")
+    optics_max_eps: float = param(0.0, "OPTICS max_eps: largest neighbourhood radius (0 = unbounded)")
     silhouette_sample: int = param(5000, "silhouette on a seeded sample of this many points when N is larger")
     truth: bool = param(False, "score against the segments' reference labels (never used for fitting)")
     export: bool = param(True, "write assignments, label tracks and Raven tables")
@@ -187,6 +189,9 @@ class ClusterParams(PostprocessParams):
     def __post_init__(self) -> None:
         super().__post_init__()
         _check_positive(self, "k", "n_init", "min_samples", "min_cluster_size", "silhouette_sample")
+        _check_positive(self, "optics_max_eps", allow_zero=True)
+        if not 0 < self.optics_xi < 1:
+            raise ConfigError(f"optics_xi={self.optics_xi!r} must be between 0 and 1")
         for name in ("k_values", "min_samples_values"):
             if any(v <= 0 for v in getattr(self, name)):
                 raise ConfigError(f"{name}={getattr(self, name)!r} must hold only positive integers")
@@ -202,6 +207,12 @@ class BasenetConfig(ClusterParams):
     reducer: str = param("pca", "dimensionality reduction before clustering", choices=REDUCERS)
     umap_dim: int = param(10, "UMAP output dimensions (reducer=umap)")
     umap_neighbors: int = param(15, "UMAP n_neighbors (reducer=umap)")
+    umap_min_dist: float = param(0.0, "UMAP min_dist (reducer=umap; 0 packs clusters tightly for HDBSCAN)")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_positive(self, "umap_dim", "umap_neighbors")
+        _check_positive(self, "umap_min_dist", allow_zero=True)
 
 
 DEVICES = ("auto", "cpu", "cuda")

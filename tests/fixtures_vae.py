@@ -27,17 +27,17 @@ def contour_images(n: int, height: int, width: int, *, types: int = 3, noise: fl
         slope = (-1) ** t * 0.25 * height / width
         onset = rng.integers(0, width // 8 + 1)
         centre = start + slope * (cols - onset) + rng.normal(0, 0.5)
-        line = np.exp(-0.5 * ((rows - centre) / 1.2) ** 2) * (cols >= onset) * (cols < onset + 0.75 * width)
+        line = (np.abs(rows - centre) < 1.5) * (cols >= onset) * (cols < onset + 0.75 * width)
         images[i] = np.clip(0.9 * line + rng.uniform(0, noise, size=(height, width)), 0, 1)
     return images, labels
 
 
-def write_dataset(path: Path, n: int = 48, height: int = 32, width: int = 64, *, types: int = 3,
+def write_dataset(path: Path, n: int = 48, height: int = 32, width: int = 64, *, types: int = 3, noise: float = 0.08,
                   seed: int = 0) -> Path:
     """A dataset folder like `preprocess` writes, with label text "t0", "t1", ... per segment."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    images, labels = contour_images(n, height, width, types=types, seed=seed)
+    images, labels = contour_images(n, height, width, types=types, noise=noise, seed=seed)
     memmap = open_image_writer(path / IMAGES, n, height, width)
     memmap[:] = images.astype(np.float16)
     memmap.flush()

@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+import pandas as pd
 import pytest
 import torch
 
+from nscnet.config import VaenetConfig
 from nscnet.models.vae_model import ConvVAE, kl_weight, vae_loss, vae_shapes
-from tests.fixtures_vae import contour_images
+from nscnet.models.vaenet import run_vaenet
+from nscnet.tracking import download_artifact, get_run, list_artifacts, load_torch_model, metric_history
+from tests.fixtures_vae import write_dataset
 
 SMALL = dict(filters=(4, 8, 8, 16, 16), dense_units=32, latent_dim=4)
+TRAINABLE = dict(filters=(8, 16, 16, 32, 32), dense_units=64, latent_dim=8)  # learns the contours in a few epochs
 
 
 @pytest.fixture(autouse=True)
@@ -96,3 +102,40 @@ def test_reconstruction_loss_is_summed_over_pixels_and_averaged_over_the_batch()
 def test_kl_warmup_rises_linearly_to_beta():
     assert [kl_weight(e, beta=2.0, warmup_epochs=4) for e in range(6)] == [0.5, 1.0, 1.5, 2.0, 2.0, 2.0]
     assert kl_weight(0, beta=0.7, warmup_epochs=0) == 0.7
+
+
+# ------------------------------------------------------------------------------ the run
+
+def tiny_config(data, **changes) -> VaenetConfig:
+    values = dict(data=str(data), epochs=10, batch_size=8, lr=1e-2, num_workers=0, k=3, pca_dim=4,
+                  whiten=False, truth=True, seed=0, n_reconstructions=3, **TRAINABLE)
+    values.update(changes)
+    return VaenetConfig(**values)
+
+
+def test_run_trains_clusters_and_logs_metrics_figures_exports_and_model(tracking, tmp_path):
+    data = write_dataset(tmp_path / "data", n=64, noise=0.0)
+    out = run_vaenet(tiny_config(data))
+    run_id = out["run_id"]
+    recon = [v for _, v in metric_history(run_id, "recon_loss")]
+    assert len(recon) == 10
+    assert recon[-1] <= 0.5 * recon[0], recon  # the network learns to reconstruct
+    for key in ("kl_loss", "train_loss", "val_loss", "epoch_seconds", "images_per_second"):
+        assert len(metric_history(run_id, key)) == 10, key
+    run = get_run(run_id)
+    for key in ("silhouette", "inertia", "nmi_truth", "ari_truth", "segments_per_second"):
+        assert key in run.data.metrics, key
+    assert 0 <= run.data.metrics["nmi_truth"] <= 1
+    assert run.data.params["latent_dim"] == "8" and run.data.params["n_val"] == "6"
+    artifacts = set(list_artifacts(run_id)) | set(list_artifacts(run_id, "figures"))
+    for name in ("assignments.csv", "embeddings.npy", "checkpoint", "config.json", "figures/reconstructions.png",
+                 "figures/reconstructions.html", "figures/lda_2d.html", "figures/contingency.html"):
+        assert name in artifacts, (name, artifacts)
+    embeddings = np.load(download_artifact(run_id, "embeddings.npy"))
+    assert embeddings.shape == (64, 8)
+    assignments = pd.read_csv(download_artifact(run_id, "assignments.csv"))
+    assert len(assignments) == 64 and set(assignments["cluster"]) <= {0, 1, 2}
+    model = load_torch_model(run_id).eval()  # the logged model encodes to the logged embeddings
+    images = torch.from_numpy(np.load(data / "spectrograms.npy").astype(np.float32)).unsqueeze(1)
+    with torch.no_grad():
+        np.testing.assert_allclose(model.encode(images)[0].numpy(), embeddings, rtol=1e-4, atol=1e-4)

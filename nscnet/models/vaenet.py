@@ -26,9 +26,12 @@ import numpy as np
 import torch
 from torch.utils.data import Sampler
 
+import nscnet
 from nscnet import tracking
 from nscnet.config import DataError, VaenetConfig
 from nscnet.dataset import TorchImages, read_dataset
+from nscnet.evaluate import evaluate_and_log
+from nscnet.models import register
 from nscnet.models.vae_model import ConvVAE, count_parameters, kl_weight, vae_loss
 from nscnet.training import (Checkpointer, EarlyStopping, Precision, check_finite, choose_device,
                              configure_cpu_determinism, log_run_config, make_loader, progress,
@@ -166,6 +169,7 @@ def log_reconstructions(model: ConvVAE, shown: torch.Tensor, device: torch.devic
     tracking.log_figure(fig, FIGURE, png=png)
 
 
+@register(STEP)
 def run_vaenet(cfg: VaenetConfig) -> dict[str, Any]:
     """Train VAENet on `cfg.data`, cluster its latent means, log everything to one MLflow run."""
     if cfg.resume:  # the interrupted run's own config; only where it runs may change
@@ -248,8 +252,8 @@ def run_vaenet(cfg: VaenetConfig) -> dict[str, Any]:
         tracking.log_metrics({"segments_per_second": len(features) / max(time.perf_counter() - start, 1e-9),
                               "epochs_trained": epochs_done})
 
-        from nscnet.evaluate import evaluate_and_log
-
         result = evaluate_and_log(features, dataset, cfg, embeddings=features)
-        tracking.log_torch_model(model.cpu())
+        # explicit requirements: MLflow's inference would re-import the model in a subprocess (~9 s)
+        tracking.log_torch_model(model.cpu(), pip_requirements=[f"torch=={torch.__version__.split('+')[0]}",
+                                                                f"nscnet=={nscnet.__version__}"])
         return {"run_id": run.info.run_id, "epochs_trained": epochs_done, **result}

@@ -3,16 +3,23 @@
 from __future__ import annotations
 
 import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 
-from nscnet.config import VaenetConfig
+from nscnet.config import ConfigError, DataError, VaenetConfig
 from nscnet.models.vae_model import ConvVAE, kl_weight, vae_loss, vae_shapes
 from nscnet.models.vaenet import run_vaenet
 from nscnet.tracking import download_artifact, get_run, list_artifacts, load_torch_model, metric_history
+from tests.conftest import ROOT
 from tests.fixtures_vae import write_dataset
 
 SMALL = dict(filters=(4, 8, 8, 16, 16), dense_units=32, latent_dim=4)
@@ -106,26 +113,54 @@ def test_kl_warmup_rises_linearly_to_beta():
 
 # ------------------------------------------------------------------------------ the run
 
-def tiny_config(data, **changes) -> VaenetConfig:
-    values = dict(data=str(data), epochs=10, batch_size=8, lr=1e-2, num_workers=0, k=3, pca_dim=4,
-                  whiten=False, truth=True, seed=0, n_reconstructions=3, **TRAINABLE)
-    values.update(changes)
-    return VaenetConfig(**values)
+RUN = dict(epochs=10, batch_size=8, lr=1e-2, num_workers=0, k=3, pca_dim=4, whiten=False, seed=0,
+           n_reconstructions=3, device="cpu", **TRAINABLE)
+CLI_RUN = [f"--{k}={','.join(map(str, v)) if isinstance(v, tuple) else v}" for k, v in RUN.items()]
 
 
-def test_run_trains_clusters_and_logs_metrics_figures_exports_and_model(tracking, tmp_path):
-    data = write_dataset(tmp_path / "data", n=64, noise=0.0)
-    out = run_vaenet(tiny_config(data))
-    run_id = out["run_id"]
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """One SQLite MLflow store for the module; the tests run in its folder."""
+    root = tmp_path_factory.mktemp("vaenet")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(root)
+        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
+        mp.setenv("NSCNET_PROGRESS", "0")
+        mp.setenv("NSCNET_RUNS_DIR", str(root / "checkpoints"))
+        yield root
+
+
+@pytest.fixture(scope="module")
+def data(store):
+    return write_dataset(store / "data", n=64, noise=0.0)
+
+
+@pytest.fixture(scope="module")
+def trained(store, data):
+    """One uninterrupted run with figures as PNG too (also the reference of the resume test)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return run_vaenet(VaenetConfig(data=str(data), truth=True, **RUN))
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_reconstruction_loss_falls_by_half_and_every_epoch_is_logged(trained):
+    run_id = trained["run_id"]
     recon = [v for _, v in metric_history(run_id, "recon_loss")]
     assert len(recon) == 10
     assert recon[-1] <= 0.5 * recon[0], recon  # the network learns to reconstruct
     for key in ("kl_loss", "train_loss", "val_loss", "epoch_seconds", "images_per_second"):
-        assert len(metric_history(run_id, key)) == 10, key
+        assert [step for step, _ in metric_history(run_id, key)] == list(range(10)), key
+
+
+def test_latent_means_cluster_the_types_and_everything_is_logged(trained, data):
+    run_id = trained["run_id"]
     run = get_run(run_id)
     for key in ("silhouette", "inertia", "nmi_truth", "ari_truth", "segments_per_second"):
         assert key in run.data.metrics, key
-    assert 0 <= run.data.metrics["nmi_truth"] <= 1
+    assert run.data.metrics["nmi_truth"] > 0.5  # three well-separated contour types
     assert run.data.params["latent_dim"] == "8" and run.data.params["n_val"] == "6"
     artifacts = set(list_artifacts(run_id)) | set(list_artifacts(run_id, "figures"))
     for name in ("assignments.csv", "embeddings.npy", "checkpoint", "config.json", "figures/reconstructions.png",
@@ -139,3 +174,59 @@ def test_run_trains_clusters_and_logs_metrics_figures_exports_and_model(tracking
     images = torch.from_numpy(np.load(data / "spectrograms.npy").astype(np.float32)).unsqueeze(1)
     with torch.no_grad():
         np.testing.assert_allclose(model.encode(images)[0].numpy(), embeddings, rtol=1e-4, atol=1e-4)
+
+
+def test_bad_input_is_rejected_with_clear_messages(store, data, tmp_path):
+    with pytest.raises(ConfigError, match="val_fraction=1.0"):
+        VaenetConfig(val_fraction=1.0)
+    with pytest.raises(ConfigError, match="filters"):
+        VaenetConfig(filters=(8, 16))
+    with pytest.raises(DataError, match="not a dataset folder"):
+        run_vaenet(VaenetConfig(data=str(tmp_path / "nowhere"), **RUN))
+    one = write_dataset(tmp_path / "one", n=2)
+    with pytest.raises(DataError, match="at least 2 training segments"):
+        run_vaenet(VaenetConfig(data=str(one), **RUN))
+
+
+def _launch(store: Path, *args: str) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "NSCNET_PNG": "false",
+           "NSCNET_PROGRESS": "0", "NSCNET_RUNS_DIR": str(store / "kill-checkpoints")}
+    return subprocess.Popen([sys.executable, "-m", "nscnet", "vaenet", *args], cwd=store, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _checkpoint_epoch(folder: Path) -> tuple[str, int] | None:
+    for path in folder.glob("*/checkpoint.pt"):
+        try:
+            return path.parent.name, int(torch.load(path, weights_only=True)["epoch"])
+        except Exception:  # replaced while being read: try again
+            return None
+    return None
+
+
+@pytest.mark.slow
+def test_a_run_killed_mid_training_and_resumed_ends_like_an_uninterrupted_run(trained, store, data):
+    process = _launch(store, f"--data={data}", "--truth=true", *CLI_RUN)
+    found, deadline = None, time.time() + 240
+    while time.time() < deadline and process.poll() is None:
+        found = _checkpoint_epoch(store / "kill-checkpoints")
+        if found and found[1] >= 3:  # three epochs done: the fourth is running
+            process.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.02)
+    output = process.communicate()[0]
+    assert process.returncode == -signal.SIGKILL, output
+    run_id = found[0]
+    assert get_run(run_id).info.status == "RUNNING"  # killed: nobody closed it
+    assert len(metric_history(run_id, "train_loss")) < 10
+
+    resumed = _launch(store, f"--resume={run_id}")
+    output = resumed.communicate(timeout=300)[0]
+    assert resumed.returncode == 0, output
+    assert get_run(run_id).info.status == "FINISHED"
+    assert {step for step, _ in metric_history(run_id, "train_loss")} == set(range(10))
+    reference = trained["run_id"]
+    np.testing.assert_array_equal(np.load(download_artifact(run_id, "embeddings.npy")),
+                                  np.load(download_artifact(reference, "embeddings.npy")))
+    pd.testing.assert_frame_equal(pd.read_csv(download_artifact(run_id, "assignments.csv")),
+                                  pd.read_csv(download_artifact(reference, "assignments.csv")))

@@ -284,6 +284,15 @@ class NscnetConfig(TrainParams):
     freq_masks: int = param(1, "SpecAugment frequency masks per image")
     time_mask: int = param(60, "SpecAugment time mask width T at 512 frames (scaled with width)")
     time_masks: int = param(2, "SpecAugment time masks per image")
+    log_model: bool = param(True, "also log the model with mlflow.pytorch.log_model (a state dict is always logged)")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_positive(self, "embedding_dim", "epoch_length", "arcface_scale")
+        _check_positive(self, "arcface_margin", "time_warp", "freq_mask", "freq_masks", "time_mask", "time_masks",
+                        allow_zero=True)
+        if self.arcface_margin >= 3.14159:
+            raise ConfigError(f"arcface_margin={self.arcface_margin} must be below pi radians")
 
 
 @dataclass(frozen=True)

@@ -230,12 +230,13 @@ class TrainParams(ClusterParams):
     device: str = param("auto", "where to train (auto: CUDA when present)", choices=DEVICES)
     amp: bool = param(True, "mixed precision on CUDA")
     num_workers: int = param(2, "DataLoader worker processes")
+    threads: int = param(0, "torch CPU threads (0 = torch's default); keep to the cores actually free")
     resume: str = param("", "MLflow run id of an interrupted run to continue")
 
     def __post_init__(self) -> None:
         super().__post_init__()
         _check_positive(self, "epochs", "batch_size", "lr", "patience")
-        _check_positive(self, "min_delta", "num_workers", allow_zero=True)
+        _check_positive(self, "min_delta", "num_workers", "threads", allow_zero=True)
 
 
 @dataclass(frozen=True)

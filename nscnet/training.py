@@ -80,6 +80,16 @@ def seed_everything(seed: int, epoch: int = 0) -> None:
     torch.manual_seed(value)
 
 
+def configure_threads(threads: int) -> None:
+    """Use `threads` CPU threads in torch (0 keeps torch's default, one per core).
+
+    Two torch processes that each use every core slow each other down many times over
+    (DESIGN.md section 7): on a shared machine give each its share.
+    """
+    if threads > 0:
+        torch.set_num_threads(int(threads))
+
+
 def configure_cpu_determinism(device: torch.device) -> None:
     """Deterministic kernels where torch offers them (CPU runs are then bit-reproducible)."""
     if device.type == "cpu":
@@ -267,7 +277,8 @@ class Checkpointer:
     def describe(self) -> str:
         if self.last_epoch is None:
             return "no checkpoint was written yet"
-        return f"the last good checkpoint (after epoch {self.last_epoch}) is kept in {self.path} and in the run's artifacts"
+        return (f"the last good checkpoint ({self.last_epoch} epochs done) is kept in {self.path} "
+                f"and in the run's artifacts (continue with --resume {self.run_id})")
 
 
 def log_run_config(cfg: Any) -> None:
@@ -313,7 +324,7 @@ def check_finite(loss: float | torch.Tensor, *, epoch: int, batch: int, checkpoi
         return
     kept = checkpointer.describe() if checkpointer is not None else "nothing was saved"
     raise NonFiniteLoss(
-        f"the training loss became {value} in epoch {epoch + 1}, batch {batch + 1}; training stopped "
+        f"the training loss became {value} in epoch {epoch} (from 0), batch {batch}; training stopped "
         f"and {kept}. Try a lower lr, amp=false, or check the dataset for NaN images")
 
 

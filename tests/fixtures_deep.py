@@ -2,7 +2,7 @@
 
 `make_dataset` writes a real dataset folder (spectrograms.npy memmap + segments.csv +
 preprocess.json) through `nscnet.dataset.open_image_writer`; each class is a distinct pattern
-(a band at its own height with its own slope), shifted in time and noised per image.
+(flat bands, sweeps, clicks, a harmonic stack), shifted in time and noised per image.
 """
 
 from __future__ import annotations
@@ -17,17 +17,32 @@ from nscnet.dataset import IMAGES, META, SEGMENTS, open_image_writer
 
 
 def pattern(kind: int, height: int, width: int, rng: np.random.Generator) -> np.ndarray:
-    """One (height, width) image in [0, 1] of class `kind`: a sloped band plus noise."""
+    """One (height, width) image in [0, 1] of class `kind` (0..5), noised and shifted in time.
+
+    0: low flat band, 1: high flat band, 2: rising sweep, 3: falling sweep, 4: clicks
+    (vertical stripes), 5: two bands (a harmonic stack).
+    """
     image = rng.uniform(0.0, 0.15, size=(height, width))
-    rows = np.arange(height)[:, None]
-    cols = np.arange(width)[None, :]
-    base = (kind * 5 + 4) % (height - 6) + 3
-    slope = ((kind % 3) - 1) * 0.15 * height / width
+    rows = np.arange(height)[:, None].astype(float)
+    cols = np.arange(width)[None, :].astype(float)
     shift = rng.integers(-width // 8, width // 8 + 1)
     start, stop = width // 6 + shift, width - width // 6 + shift
-    centre = base + slope * (cols - width / 2)
-    band = (np.abs(rows - centre) < 1.5 + (kind // 3)) & (cols >= start) & (cols < stop)
-    image[band] = rng.uniform(0.7, 1.0)
+    inside = (cols >= start) & (cols < stop)
+    span = (cols - start) / max(stop - start, 1)              # 0..1 across the syllable
+    low, high = 0.2 * height, 0.75 * height
+    if kind == 0:
+        shape = np.abs(rows - low) < 2
+    elif kind == 1:
+        shape = np.abs(rows - high) < 2
+    elif kind == 2:
+        shape = np.abs(rows - (low + (high - low) * span)) < 2
+    elif kind == 3:
+        shape = np.abs(rows - (high - (high - low) * span)) < 2
+    elif kind == 4:
+        shape = (np.floor(span * 8) % 2 == 0) & (rows > 0.1 * height) & (rows < 0.9 * height)
+    else:
+        shape = (np.abs(rows - 0.35 * height) < 1.5) | (np.abs(rows - 0.6 * height) < 1.5)
+    image[shape & inside] = rng.uniform(0.7, 1.0)
     return image.astype(np.float16)
 
 

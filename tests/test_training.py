@@ -95,7 +95,7 @@ def test_nan_loss_names_epoch_and_kept_checkpoint(tracking, tmp_path):
         ckpt = training.Checkpointer(run.info.run_id)
         ckpt.save({"epoch": 1})
         training.check_finite(torch.tensor(1.5), epoch=1, batch=0, checkpointer=ckpt)
-        with pytest.raises(training.NonFiniteLoss, match=r"nan in epoch 2, batch 4.*after epoch 1"):
+        with pytest.raises(training.NonFiniteLoss, match=r"nan in epoch 1 \(from 0\), batch 3.*1 epochs done"):
             training.check_finite(torch.tensor(float("nan")), epoch=1, batch=3, checkpointer=ckpt)
     assert "checkpoint/checkpoint.pt" in T.list_artifacts(run.info.run_id, "checkpoint")
 

@@ -161,13 +161,14 @@ def run_nscnet(cfg: NscnetConfig) -> dict[str, Any]:
     """The `nscnet` entry point: train, cluster every epoch, log everything; returns final metrics."""
     if cfg.resume:  # the run's own config, except what may change on resume
         cfg = training.resume_config(cfg.resume, STEP, NscnetConfig, resume=cfg.resume, device=cfg.device,
-                                     amp=cfg.amp, num_workers=cfg.num_workers)
+                                     amp=cfg.amp, num_workers=cfg.num_workers, threads=cfg.threads)
     dataset = read_dataset(cfg.data)
     check_inputs(cfg, dataset)
     truth = dataset.truth() if cfg.truth else None  # scoring only, never for training
     device = training.choose_device(cfg.device)
     precision = training.Precision(device, cfg.amp)
     training.configure_cpu_determinism(device)
+    training.configure_threads(cfg.threads)
 
     with tracking.start_run(cfg, STEP, run_id=cfg.resume or None) as run:
         state = training.resume_state(cfg.resume) if cfg.resume else None

@@ -13,6 +13,7 @@ import logging
 import math
 import os
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 

@@ -114,7 +114,7 @@ def test_kl_warmup_rises_linearly_to_beta():
 # ------------------------------------------------------------------------------ the run
 
 RUN = dict(epochs=10, batch_size=8, lr=1e-2, num_workers=0, k=3, pca_dim=4, whiten=False, seed=0,
-           n_reconstructions=3, device="cpu", **TRAINABLE)
+           n_reconstructions=3, device="cpu", threads=1, **TRAINABLE)
 CLI_RUN = [f"--{k}={','.join(map(str, v)) if isinstance(v, tuple) else v}" for k, v in RUN.items()]
 
 
@@ -139,11 +139,8 @@ def data(store):
 def trained(store, data):
     """One uninterrupted run with figures as PNG too (also the reference of the resume test)."""
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        return run_vaenet(VaenetConfig(data=str(data), truth=True, **RUN))
-    finally:
-        torch.set_num_threads(threads)
+    yield run_vaenet(VaenetConfig(data=str(data), truth=True, **RUN))
+    torch.set_num_threads(threads)
 
 
 def test_reconstruction_loss_falls_by_half_and_every_epoch_is_logged(trained):

@@ -34,7 +34,7 @@ from nscnet.evaluate import evaluate_and_log
 from nscnet.models import register
 from nscnet.models.vae_model import ConvVAE, count_parameters, kl_weight, vae_loss
 from nscnet.training import (Checkpointer, EarlyStopping, Precision, check_finite, choose_device,
-                             configure_cpu_determinism, log_run_config, make_loader, progress,
+                             configure_cpu_determinism, configure_threads, log_run_config, make_loader, progress,
                              resume_config, resume_state, seed_everything, to_device_batch)
 
 log = logging.getLogger(__name__)
@@ -173,11 +173,14 @@ def log_reconstructions(model: ConvVAE, shown: torch.Tensor, device: torch.devic
 def run_vaenet(cfg: VaenetConfig) -> dict[str, Any]:
     """Train VAENet on `cfg.data`, cluster its latent means, log everything to one MLflow run."""
     if cfg.resume:  # the interrupted run's own config; only where it runs may change
-        cfg = resume_config(cfg.resume, STEP, VaenetConfig, device=cfg.device,
-                            num_workers=cfg.num_workers, resume=cfg.resume)
+        cfg = resume_config(cfg.resume, STEP, VaenetConfig, resume=cfg.resume, device=cfg.device,
+                            amp=cfg.amp, num_workers=cfg.num_workers, threads=cfg.threads)
     dataset = read_dataset(cfg.data)
+    if cfg.truth:
+        dataset.truth()  # no reference labels: fail before training, not after
     device = choose_device(cfg.device)
     configure_cpu_determinism(device)
+    configure_threads(cfg.threads)
     precision = Precision(device, cfg.amp)
     train_rows, val_rows = split_indices(len(dataset), cfg.val_fraction, cfg.seed)
 
@@ -256,4 +259,6 @@ def run_vaenet(cfg: VaenetConfig) -> dict[str, Any]:
         # explicit requirements: MLflow's inference would re-import the model in a subprocess (~9 s)
         tracking.log_torch_model(model.cpu(), pip_requirements=[f"torch=={torch.__version__.split('+')[0]}",
                                                                 f"nscnet=={nscnet.__version__}"])
-        return {"run_id": run.info.run_id, "epochs_trained": epochs_done, **result}
+    shown = {k: round(v, 4) if isinstance(v, float) else v for k, v in result.items() if v is not None}
+    print(f"vaenet: {epochs_done} epochs, " + ", ".join(f"{k}={v}" for k, v in shown.items()))
+    return {"run_id": run.info.run_id, "epochs_trained": epochs_done, **result}

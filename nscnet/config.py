@@ -252,6 +252,16 @@ class VaenetConfig(TrainParams):
     dense_units: int = param(512, "units of the dense layer before the latent")
     residual: bool = param(False, "add residual blocks between the convolutions")
     val_fraction: float = param(0.1, "held-out share for validation loss and early stopping")
+    n_reconstructions: int = param(6, "inputs shown above their reconstructions in the figure")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_positive(self, "latent_dim", "dense_units")
+        _check_positive(self, "beta", "kl_warmup_epochs", "n_reconstructions", allow_zero=True)
+        if len(self.filters) != 5 or any(f <= 0 for f in self.filters):
+            raise ConfigError(f"filters={self.filters!r} must be five positive widths, one per stride-2 convolution")
+        if not 0 <= self.val_fraction < 1:
+            raise ConfigError(f"val_fraction={self.val_fraction!r} must be in [0, 1)")
 
 
 @dataclass(frozen=True)

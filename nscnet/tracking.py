@@ -227,11 +227,26 @@ def log_figure(fig: Any, name: str, *, folder: str = "figures", png: bool = True
                 mlflow.log_artifact(str(image), artifact_path=folder)
 
 
-def log_torch_model(model: Any, name: str = "model") -> None:
-    """Log a torch module with `mlflow.pytorch.log_model` (pickled whole, CPU copy)."""
+def log_torch_model(model: Any, name: str = "model", **kwargs: Any) -> None:
+    """Log a torch module with `mlflow.pytorch.log_model` (pickled whole, CPU copy).
+
+    `serialization_format="pickle"`: MLflow 3's default elsewhere, "pt2", needs an input example
+    and a traceable forward; `kwargs` go to `log_model` (e.g. `pip_requirements`).
+    """
     import mlflow.pytorch
 
-    mlflow.pytorch.log_model(model, name=name)
+    mlflow.pytorch.log_model(model, name=name, serialization_format="pickle", **kwargs)
+
+
+def load_torch_model(run_id: str, name: str = "model", map_location: Any = "cpu") -> Any:
+    """The torch module logged by `log_torch_model` in a run; DataError when there is none."""
+    import mlflow.pytorch
+
+    mlflow.set_tracking_uri(tracking_uri())
+    try:
+        return mlflow.pytorch.load_model(f"runs:/{run_id}/{name}", map_location=map_location)
+    except mlflow.exceptions.MlflowException as exc:
+        raise DataError(f"run {run_id} has no logged model {name!r} ({str(exc).splitlines()[0][:200]})") from None
 
 
 def tag_run(run_id: str, tags: Mapping[str, Any]) -> None:

@@ -9,7 +9,7 @@ step() { echo; echo "== nscnet $*"; nscnet "$@" "${E[@]}" | tee demo/last.log; }
 run_id() { sed -n 's/^run_id=//p' demo/last.log | tail -1; }
 mkdir -p demo
 
-step synth --out demo/audio --types 8 --songs 240 --zipf_s 1.0 --seed 0
+step synth --out demo/audio --types 8 --songs 480 --zipf_s 1.0 --seed 0
 step preprocess --audio demo/audio --out demo/dataset --duration_s 3 --frames 128 --n_mels 64
 step basenet --data demo/dataset --k 8 --pca_dim 64 --whiten false --l2 false --truth true
 BASENET=$(run_id)

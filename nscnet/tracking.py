@@ -216,11 +216,18 @@ def log_figure(fig: Any, name: str, *, folder: str = "figures", png: bool = True
                 mlflow.log_artifact(str(image), artifact_path=folder)
 
 
-def log_torch_model(model: Any, name: str = "model") -> None:
-    """Log a torch module with `mlflow.pytorch.log_model` (pickled whole, CPU copy)."""
+def log_torch_model(model: Any, name: str = "model", input_example: Any = None) -> None:
+    """Log a torch module with `mlflow.pytorch.log_model` (CPU copy).
+
+    With `input_example` (a numpy array of the input's shape) MLflow 3 saves the safe "pt2"
+    format (torch.export, no pickle); without it, the module is pickled.
+    """
     import mlflow.pytorch
 
-    mlflow.pytorch.log_model(model, name=name)
+    if input_example is None:
+        mlflow.pytorch.log_model(model, name=name, serialization_format="pickle")
+    else:
+        mlflow.pytorch.log_model(model, name=name, input_example=input_example)
 
 
 def get_run(run_id: str) -> Any:

@@ -292,4 +292,5 @@ def log_results(cfg: NscnetConfig, dataset: Dataset, model: torch.nn.Module, hea
         tracking.log_artifact(tmp / "state_dict.pt", MODEL_DIR)
         tracking.log_artifact(tmp / "model.json", MODEL_DIR)
     if cfg.log_model:
-        tracking.log_torch_model(cpu_model, "model")
+        example = np.asarray(dataset.images[:2], dtype=np.float32)[:, None]  # (2, 1, H, W)
+        tracking.log_torch_model(cpu_model, "model", input_example=example)

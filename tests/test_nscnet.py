@@ -200,14 +200,12 @@ def test_a_run_killed_during_epoch_3_of_5_and_resumed_ends_like_an_uninterrupted
 
 @pytest.mark.slow
 def test_efficientnet_b0_one_channel_stem_trains_and_logs_a_loadable_model(store, data):
-    import mlflow.pytorch
-
     cfg = NscnetConfig(data=str(data), **{**TINY, "backbone": "efficientnet_b0", "embedding_dim": 32,
                                           "input_mode": "adapt", "epochs": 1, "epoch_length": 1,
                                           "log_model": True})
     result = run_nscnet(cfg)
     assert result["epochs_trained"] == 1 and np.isfinite(T.metric_history(result["run_id"], "train_loss")[0][1])
-    model = mlflow.pytorch.load_model(f"runs:/{result['run_id']}/model")
+    model = T.load_torch_model(result["run_id"], "model")
     images = torch.from_numpy(np.load(data / "spectrograms.npy")[:2].astype(np.float32))[:, None]
     embeddings = np.load(T.download_artifact(result["run_id"], "embeddings.npy"))[:2]
     with torch.no_grad():

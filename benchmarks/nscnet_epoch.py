@@ -81,7 +81,7 @@ def speed(args: argparse.Namespace, amp: bool) -> None:
     from nscnet.config import NscnetConfig
     from nscnet.dataset import TorchImages
     from nscnet.models.arcface import make_head
-    from nscnet.models.nscnet import _prepare, build_model, extract_features, train_epoch
+    from nscnet.models.nscnet import build_model, prepare_model, extract_features, train_epoch
     from nscnet.models.sampler import ClusterUniformSampler
     from nscnet.models.specaugment import SpecAugment
     from nscnet.training import Precision, choose_device, make_loader, to_device_batch
@@ -94,7 +94,7 @@ def speed(args: argparse.Namespace, amp: bool) -> None:
           f"{args.backbone}, images {args.height} x {args.width}, batch {args.batch_size}, {args.steps} steps, "
           f"num_workers {args.num_workers}")
     torch.manual_seed(0)
-    model = _prepare(build_model(cfg), device)
+    model = prepare_model(build_model(cfg), device)
     head = make_head("softmax", cfg.embedding_dim, args.k).to(device)
     optimizers = [torch.optim.Adam(model.parameters(), lr=cfg.lr), torch.optim.Adam(head.parameters(), lr=cfg.lr)]
     labels = np.arange(n) % args.k

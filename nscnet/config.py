@@ -183,13 +183,15 @@ class ClusterParams(PostprocessParams):
     optics_max_eps: float = param(0.0, "OPTICS max_eps: largest neighbourhood radius (0 = unbounded)")
     silhouette_sample: int = param(5000, "silhouette on a seeded sample of this many points when N is larger")
     truth: bool = param(False, "score against the segments' reference labels (never used for fitting)")
+    stability_runs: int = param(3, "label-free stability: re-cluster this many seeded 80% resamples and "
+                                   "log the mean NMI with the full clustering (0 = off)")
     export: bool = param(True, "write assignments, label tracks and Raven tables")
     seed: int = param(0, "random seed")
 
     def __post_init__(self) -> None:
         super().__post_init__()
         _check_positive(self, "k", "n_init", "min_samples", "min_cluster_size", "silhouette_sample")
-        _check_positive(self, "optics_max_eps", allow_zero=True)
+        _check_positive(self, "optics_max_eps", "stability_runs", allow_zero=True)
         if not 0 < self.optics_xi < 1:
             raise ConfigError(f"optics_xi={self.optics_xi!r} must be between 0 and 1")
         for name in ("k_values", "min_samples_values"):
@@ -286,14 +288,69 @@ class NscnetConfig(TrainParams):
     time_mask: int = param(60, "SpecAugment time mask width T at 512 frames (scaled with width)")
     time_masks: int = param(2, "SpecAugment time masks per image")
     log_model: bool = param(True, "also log the model with mlflow.pytorch.log_model (a state dict is always logged)")
+    preset: str = param("paper", "recipe: paper (the plain recipe, as published) or quality (the levers that "
+                                 "measured best, docs/RESULTS.md); explicitly given parameters win",
+                        choices=("paper", "quality"))
+    pretrained_run: str = param("", "MLflow run id of a `pretrain` run whose embedding network to start from")
+    k_train: int = param(0, "clusters of the per-epoch pseudo-labels (over-clustering; 0 = k); the final clustering uses k")
+    kmeans_warm_start: bool = param(False, "start each epoch's k-means from the previous pseudo-labels' centroids",
+                                    search=(False, True))
+    reseed_empty: bool = param(False, "re-seed empty k-means clusters by splitting the largest (DeepCluster)")
+    keep_head: bool = param(False, "keep the classifier head across epochs (pseudo-labels matched to the previous "
+                                   "epoch's) instead of a fresh head every epoch", search=(False, True))
+    final_reducer: str = param("pca", "final clustering: reducer of the learned embeddings (pca = the training "
+                                      "post-processing; umap = UMAP to umap_dim after it)", choices=REDUCERS)
+    final_algorithm: str = param("kmeans", "final clustering algorithm of the learned embeddings", choices=ALGORITHMS)
+    umap_dim: int = param(10, "UMAP output dimensions (final_reducer=umap)")
+    umap_neighbors: int = param(15, "UMAP n_neighbors (final_reducer=umap)")
+    umap_min_dist: float = param(0.0, "UMAP min_dist (final_reducer=umap)")
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        _check_positive(self, "umap_dim", "umap_neighbors")
+        _check_positive(self, "k_train", "umap_min_dist", allow_zero=True)
+        if self.k_train and self.k_train < self.k:
+            raise ConfigError(f"k_train={self.k_train} must be 0 or at least k={self.k} (over-clustering)")
         _check_positive(self, "embedding_dim", "epoch_length", "arcface_scale")
         _check_positive(self, "arcface_margin", "time_warp", "freq_mask", "freq_masks", "time_mask", "time_masks",
                         allow_zero=True)
         if self.arcface_margin >= 3.14159:
             raise ConfigError(f"arcface_margin={self.arcface_margin} must be below pi radians")
+
+
+@dataclass(frozen=True)
+class PretrainConfig(TrainParams):
+    """Self-supervised (SimCLR) pretraining of an embedding network; its embeddings are clustered too."""
+
+    k: int = param(16, "clusters of the pretrained embeddings' evaluation clustering")
+    epochs: int = param(20, "epochs of contrastive training")
+    batch_size: int = param(64, "images per batch (2 views each: 2 x batch_size - 2 negatives per image)")
+    lr: float = param(1e-3, "Adam learning rate")
+    pca_dim: int = param(64, "PCA components before the evaluation clustering (0 = no PCA)")
+    whiten: bool = param(False, "whiten the PCA components of the evaluation clustering")
+    backbone: str = param("small_cnn", "feature extractor (registered name)")
+    embedding_dim: int = param(128, "width of the embedding layer (what NSCNet starts from)")
+    pooling: str = param("max", "global pooling of the backbone features", choices=("max", "avg"))
+    input_mode: str = param("repeat", "one-channel image to the backbone", choices=("repeat", "adapt"))
+    projection_dim: int = param(64, "output width of the projection head the loss sees")
+    temperature: float = param(0.2, "NT-Xent temperature")
+    shift: int = param(16, "largest circular time shift of a view, frames at 512 frames (scaled with width)")
+    gain: float = param(0.1, "largest gain change of a view, in image units (1 = the image's dB range)")
+    noise: float = param(0.03, "standard deviation of the Gaussian noise added to a view")
+    time_warp: int = param(0, "SpecAugment time warp W at 512 frames")
+    freq_mask: int = param(8, "SpecAugment frequency mask width F")
+    freq_masks: int = param(1, "SpecAugment frequency masks per view")
+    time_mask: int = param(40, "SpecAugment time mask width T at 512 frames")
+    time_masks: int = param(1, "SpecAugment time masks per view")
+    epoch_size: int = param(0, "images per epoch, drawn at random (0 = all)")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_positive(self, "embedding_dim", "projection_dim", "temperature")
+        _check_positive(self, "shift", "gain", "noise", "time_warp", "freq_mask", "freq_masks", "time_mask",
+                        "time_masks", "epoch_size", allow_zero=True)
+        if self.batch_size < 2:
+            raise ConfigError(f"batch_size={self.batch_size}: contrastive training needs at least 2 images per batch")
 
 
 @dataclass(frozen=True)

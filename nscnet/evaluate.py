@@ -52,6 +52,25 @@ def score(processed: np.ndarray, result: ClusterResult, params: Any, truth: np.n
     return metrics
 
 
+def add_stability(processed: np.ndarray, result: ClusterResult, params: Any, metrics: dict[str, Any], *,
+                  step: int | None = None) -> None:
+    """`stability` (nscnet.selection.resample_stability) into metrics and the active run, when
+    `params.stability_runs` > 0; the clustering re-fitted is the one of `result` (k, min_samples)."""
+    runs = getattr(params, "stability_runs", 0)
+    if not runs:
+        return
+    from nscnet.config import replace
+    from nscnet.selection import resample_stability
+
+    chosen = {"k": metrics["selected_k"]} if "selected_k" in metrics else {}
+    if "selected_min_samples" in metrics:
+        chosen = {"min_samples": metrics["selected_min_samples"]}
+    value = resample_stability(processed, replace(params, **chosen), runs, reference=result.labels)
+    metrics["stability"] = value
+    if value is not None:
+        tracking.log_metrics({"stability": value}, step=step)
+
+
 def sweep_of(params: Any) -> tuple[str, tuple[int, ...]] | None:
     """("k", values) or ("min_samples", values) when params ask for a sweep of their algorithm."""
     if params.algorithm == "kmeans":
@@ -138,6 +157,7 @@ def evaluate_and_log(features: np.ndarray, dataset: Any, params: Any, *, embeddi
         tracking.log_params({f"selected_{name}": values[best]})
         metrics[f"selected_{name}"] = values[best]
 
+    add_stability(processed, result, params, metrics, step=step)
     metrics["cluster_seconds"] = time.perf_counter() - started
     tracking.log_metrics({"cluster_seconds": metrics["cluster_seconds"]}, step=step)
     log_figures(processed, result.labels, truth, prefix=prefix_figures, seed=params.seed)

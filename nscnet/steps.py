@@ -34,6 +34,7 @@ STEPS: dict[str, Step] = {
         Step("basenet", C.BasenetConfig, "nscnet.models.basenet:run_basenet", "PCA/UMAP + k-means/OPTICS/HDBSCAN baseline"),
         Step("vaenet", C.VaenetConfig, "nscnet.models.vaenet:run_vaenet", "variational autoencoder, then clustering"),
         Step("nscnet", C.NscnetConfig, "nscnet.models.nscnet:run_nscnet", "DeepCluster-style end-to-end deep clustering"),
+        Step("pretrain", C.PretrainConfig, "nscnet.models.pretrain:run_pretrain", "self-supervised (SimCLR) pretraining of the embedding network"),
         Step("predict", C.PredictConfig, "nscnet.predict:run_predict", "assign new segments to a trained run's clusters"),
         Step("zipf", C.ZipfConfig, "nscnet.analysis.zipf:run_zipf", "Zipf's law and repertoire size of a clustering"),
         Step("entropy", C.EntropyConfig, "nscnet.analysis.entropy:run_entropy", "chromagram note entropy of every song"),

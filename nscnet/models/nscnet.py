@@ -30,8 +30,8 @@ from sklearn.metrics import normalized_mutual_info_score
 from nscnet import plots, tracking, training
 from nscnet.config import ConfigError, DataError, NscnetConfig
 from nscnet.dataset import Dataset, TorchImages, read_dataset
-from nscnet.evaluate import cluster_features, log_exports, log_figures, score
-from nscnet.models import register
+from nscnet.evaluate import add_stability, log_exports, log_figures, score
+from nscnet.models import levers, register
 from nscnet.models.arcface import make_head
 from nscnet.models.backbones import Embedder, load_backbone_weights
 from nscnet.models.sampler import ClusterUniformSampler
@@ -52,6 +52,10 @@ def build_model(cfg: NscnetConfig) -> Embedder:
     model = Embedder(cfg.backbone, embedding_dim=cfg.embedding_dim, pooling=cfg.pooling, input_mode=cfg.input_mode)
     if cfg.pretrained_weights:
         load_backbone_weights(model, cfg.pretrained_weights)
+    if cfg.pretrained_run:
+        from nscnet.models.pretrain import load_pretrained
+
+        load_pretrained(model, cfg.pretrained_run, cfg)
     return model
 
 
@@ -151,6 +155,8 @@ def check_inputs(cfg: NscnetConfig, dataset: Dataset) -> None:
         raise ConfigError(f"k={cfg.k}: NSCNet needs at least 2 clusters to classify")
     if cfg.k > len(dataset):
         raise ConfigError(f"k={cfg.k} is larger than the number of segments in {cfg.data} ({len(dataset)}): choose k <= {len(dataset)}")
+    if cfg.k_train > len(dataset):
+        raise ConfigError(f"k_train={cfg.k_train} is larger than the number of segments in {cfg.data} ({len(dataset)})")
     if cfg.k_values:
         log.warning("k_values is ignored by nscnet: it trains with one k (%d)", cfg.k)
 
@@ -163,6 +169,8 @@ def run_nscnet(cfg: NscnetConfig) -> dict[str, Any]:
     if cfg.resume:  # the run's own config, except what may change on resume
         cfg = training.resume_config(cfg.resume, STEP, NscnetConfig, resume=cfg.resume, device=cfg.device,
                                      amp=cfg.amp, num_workers=cfg.num_workers, threads=cfg.threads)
+    cfg = levers.apply_preset(cfg)  # the preset's levers where the user kept a default
+    k_train = levers.training_k(cfg)
     dataset = read_dataset(cfg.data)
     check_inputs(cfg, dataset)
     truth = dataset.truth() if cfg.truth else None  # scoring only, never for training
@@ -213,11 +221,12 @@ def run_nscnet(cfg: NscnetConfig) -> dict[str, Any]:
             # 1-2. features of the whole dataset -> post-processing -> k-means pseudo-labels
             features = extract_features(model, feature_loader, device, precision)
             features_seconds = time.perf_counter() - started
-            pseudo_labels, processed, result = cluster_features(features, cfg)
+            pseudo_labels, processed, result, lever_metrics = levers.cluster_epoch(features, cfg, previous)
             metrics = score(processed, result, cfg, truth)
-            metrics.update(size_metrics(pseudo_labels, cfg.k), features_seconds=features_seconds,
+            metrics.update(lever_metrics)
+            metrics.update(size_metrics(pseudo_labels, k_train), features_seconds=features_seconds,
                            cluster_seconds=time.perf_counter() - started - features_seconds)
-            sizes_history[epoch] = np.bincount(pseudo_labels, minlength=cfg.k).tolist()
+            sizes_history[epoch] = np.bincount(pseudo_labels, minlength=k_train).tolist()
             # 3. stability of the pseudo-labels, and early stopping on it
             if previous is not None:
                 metrics["nmi_prev"] = normalized_mutual_info_score(previous, pseudo_labels)
@@ -230,9 +239,10 @@ def run_nscnet(cfg: NscnetConfig) -> dict[str, Any]:
                 break
             # 4-5. a fresh head for the new labels, one epoch of classification on them
             training.seed_everything(cfg.seed, epoch + 1)
-            head = make_head("arcface" if cfg.arcface else "softmax", cfg.embedding_dim, cfg.k,
-                             scale=cfg.arcface_scale, margin=cfg.arcface_margin).to(device)
-            head_optimizer = torch.optim.Adam(head.parameters(), lr=cfg.lr)
+            if head is None or not cfg.keep_head:  # keep_head: pseudo-labels were matched to the last epoch's
+                head = make_head("arcface" if cfg.arcface else "softmax", cfg.embedding_dim, k_train,
+                                 scale=cfg.arcface_scale, margin=cfg.arcface_margin).to(device)
+                head_optimizer = torch.optim.Adam(head.parameters(), lr=cfg.lr)
             sampler.set_labels(pseudo_labels, epoch)
             generator = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
             train_started = time.perf_counter()
@@ -253,6 +263,16 @@ def run_nscnet(cfg: NscnetConfig) -> dict[str, Any]:
                                "sizes": {str(k): v for k, v in sizes_history.items()},
                                "image_shape": list(dataset.image_shape)})
 
+        if levers.needs_final_clustering(cfg):  # final clustering at k, by final_reducer / final_algorithm
+            processed, result, final_params = levers.final_clustering(features, cfg)
+            pseudo_labels = result.labels
+            metrics = score(processed, result, final_params, truth)
+            if (pseudo_labels >= 0).any():
+                metrics.update(size_metrics(pseudo_labels[pseudo_labels >= 0], int(pseudo_labels.max()) + 1))
+            tracking.log_metrics(metrics, step=epoch)
+        else:
+            final_params = cfg
+        add_stability(processed, result, final_params, metrics, step=epoch)
         final = dict(metrics)
         log_results(cfg, dataset, model, head, features, processed, pseudo_labels, result.centroids, truth,
                     sizes_history, run.info.run_id)

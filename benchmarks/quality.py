@@ -1,0 +1,191 @@
+"""Clustering quality on real song: baselines vs deep configurations, and label-free selection.
+
+Runs chosen configurations on the Bengalese finch syllables (../shared/data/bengalese-finch,
+9 expert labels, read for scoring only), each under several seeds, every run logged to MLflow
+as usual. Prints one table row per configuration:
+
+    configuration, seeds, nmi_truth mean and spread (std), ari_truth, silhouette, stability
+    (the resample stability logged by every clustering), mean n_clusters, minutes of CPU per run,
+
+then, over all runs, the Spearman rank correlation of each label-free criterion (silhouette,
+-davies_bouldin, calinski_harabasz, stability) with nmi_truth.
+
+Rows finished so far are kept in <work>/quality_rows.json; a second call reuses them (delete
+the file, or pass --fresh, to measure again).
+
+    PYTHONPATH=$PWD python benchmarks/quality.py --work /tmp/nscnet-quality --seeds 0,1,2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("NUMBA_CACHE_DIR", "/tmp/numba-cache")
+os.environ.setdefault("NSCNET_PROGRESS", "0")
+os.environ.setdefault("NSCNET_FIGURE_PNG", "0")
+
+from nscnet import tracking  # noqa: E402
+from nscnet.config import BasenetConfig, NscnetConfig, PreprocessConfig, PretrainConfig  # noqa: E402
+from nscnet.dataset import read_dataset  # noqa: E402
+from nscnet.evaluate import score  # noqa: E402
+from nscnet.models.levers import final_clustering  # noqa: E402
+from nscnet.selection import rank_correlations, resample_stability  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data" / "bengalese-finch"
+CRITERIA = ("silhouette", "davies_bouldin", "calinski_harabasz", "stability")
+K = 9
+COMMON = dict(k=K, truth=True, export=False, experiment="quality")
+DEEP = dict(device="cpu", threads=1, num_workers=0, log_model=False)
+PRETRAIN = dict(backbone="small_cnn", embedding_dim=128, epochs=3, epoch_size=2048, pca_dim=64)
+
+
+def cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def dataset(work: Path) -> Path:
+    """The syllable images (64 x 128, 0.13 s centred, high-pass 500 Hz, n_fft 512), cached in work."""
+    from nscnet.preprocess import run_preprocess
+
+    out = work / "bf013"
+    run_preprocess(PreprocessConfig(audio=str(DATA / "recordings"), labels=str(DATA / "syllables"), out=str(out),
+                                    duration_s=0.13, pad="center", highpass_hz=500, n_fft=512, n_mels=64,
+                                    frames=128, experiment="quality"))
+    return out
+
+
+def embeddings_of(run_id: str) -> np.ndarray:
+    return np.load(tracking.download_artifact(run_id, "embeddings.npy"))
+
+
+def rescore(features: np.ndarray, truth: np.ndarray, seed: int, **levers) -> dict:
+    """Final clustering of learned embeddings (levers.final_clustering) with its scores."""
+    cfg = NscnetConfig(seed=seed, truth=True, k=K, **{**dict(pca_dim=64, whiten=False, l2=True), **levers})
+    processed, result, params = final_clustering(features, cfg)
+    metrics = score(processed, result, params, truth)
+    metrics["stability"] = resample_stability(processed, params, 3, reference=result.labels)
+    return metrics
+
+
+def configurations(data: str, truth: np.ndarray, cache: dict):
+    """name -> function(seed) -> metrics of one run."""
+    from nscnet.models.basenet import run_basenet
+    from nscnet.models.nscnet import run_nscnet
+    from nscnet.models.pretrain import run_pretrain
+
+    def basenet(**kw):
+        def run(seed):
+            return run_basenet(BasenetConfig(data=data, seed=seed, **COMMON, **kw))
+        return run
+
+    def pretrained(seed):
+        key = f"pretrain-{seed}"
+        if key not in cache:
+            m = run_pretrain(PretrainConfig(data=data, seed=seed, **{**COMMON, "export": True}, **DEEP, **PRETRAIN))
+            cache[key] = m
+        return cache[key]
+
+    def pretrain_then(**levers):
+        def run(seed):
+            m = pretrained(seed)
+            return rescore(embeddings_of(m["run_id"]), truth, seed, **levers) | {"run_id": m["run_id"]}
+        return run
+
+    def nscnet(pretrain: bool, **kw):
+        def run(seed):
+            extra = {"pretrained_run": pretrained(seed)["run_id"]} if pretrain else {}
+            return run_nscnet(NscnetConfig(data=data, seed=seed, **{**COMMON, "export": True}, **DEEP, **extra, **kw))
+        return run
+
+    small = dict(backbone="small_cnn", embedding_dim=128, lr=1e-3, pca_dim=64, batch_size=64, epochs=1)
+    return {
+        "basenet pca64+kmeans (plain)": basenet(pca_dim=64, whiten=False, l2=False),
+        "basenet pca64+whiten+l2+kmeans (paper)": basenet(pca_dim=64),
+        "basenet umap10+hdbscan (Sainburg)": basenet(reducer="umap", algorithm="hdbscan", pca_dim=64, whiten=False,
+                                                     l2=False, min_cluster_size=50, min_samples=10),
+        "basenet umap10+kmeans": basenet(reducer="umap", pca_dim=64, whiten=False, l2=False),
+        "pretrain small_cnn 3ep + pca64+kmeans": pretrain_then(),
+        "pretrain small_cnn 3ep + umap10+kmeans": pretrain_then(final_reducer="umap"),
+        "pretrain small_cnn 3ep + umap10+hdbscan": pretrain_then(final_reducer="umap", final_algorithm="hdbscan",
+                                                                 min_cluster_size=50, min_samples=10),
+        "nscnet small_cnn 1ep scratch (paper levers)": nscnet(False, **small),
+        "nscnet small_cnn 1ep pretrained +warm+reseed +umap10+kmeans": nscnet(
+            True, kmeans_warm_start=True, reseed_empty=True, final_reducer="umap", **small),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--work", default="/tmp/nscnet-quality", help="dataset cache, MLflow store, rows file")
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--only", default="", help="comma-separated substrings of configuration names to run")
+    parser.add_argument("--fresh", action="store_true", help="forget rows measured before")
+    args = parser.parse_args()
+    import torch
+
+    torch.set_num_threads(1)
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    os.chdir(work)
+    os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{work / 'mlflow.db'}")
+    rows_file = work / "quality_rows.json"
+    rows = [] if args.fresh or not rows_file.exists() else json.loads(rows_file.read_text())
+    data = dataset(work)
+    truth = read_dataset(data).truth()
+    seeds = [int(s) for s in args.seeds.split(",")]
+    cache: dict = {}
+    for name, run in configurations(str(data), truth, cache).items():
+        if args.only and not any(part in name for part in args.only.split(",")):
+            continue
+        for seed in seeds:
+            if any(r["configuration"] == name and r["seed"] == seed for r in rows):
+                continue
+            started, cpu = time.perf_counter(), cpu_seconds()
+            metrics = run(seed)
+            keep = {k: metrics.get(k) for k in ("nmi_truth", "ari_truth", "n_clusters", "noise_fraction", "run_id")
+                    + CRITERIA}
+            rows.append({"configuration": name, "seed": seed, **keep, "cpu_minutes": (cpu_seconds() - cpu) / 60,
+                         "wall_minutes": (time.perf_counter() - started) / 60})
+            rows_file.write_text(json.dumps(rows, indent=1, default=float))
+            print(f"[quality] {name} seed {seed}: nmi_truth={keep['nmi_truth']:.3f}", flush=True)
+    print_table(rows, work)
+
+
+def print_table(rows: list[dict], work: Path) -> None:
+    def fmt(v, spec=".3f"):
+        return "-" if v is None or (isinstance(v, float) and not np.isfinite(v)) else format(v, spec)
+
+    names = list(dict.fromkeys(r["configuration"] for r in rows))
+    header = (f"| configuration | seeds | nmi_truth mean ± std | ari_truth | silhouette | stability | "
+              f"n_clusters | CPU min/run |")
+    print("\n" + header + "\n|" + "---|" * 8)
+    for name in names:
+        group = [r for r in rows if r["configuration"] == name]
+        nmi = np.array([r["nmi_truth"] for r in group], dtype=float)
+
+        def mean(key):
+            values = [r[key] for r in group if r.get(key) is not None]
+            return float(np.mean(values)) if values else None
+        print(f"| {name} | {len(group)} | {nmi.mean():.3f} ± {nmi.std():.3f} | {fmt(mean('ari_truth'))} | "
+              f"{fmt(mean('silhouette'))} | {fmt(mean('stability'))} | {fmt(mean('n_clusters'), '.1f')} | "
+              f"{fmt(mean('cpu_minutes'), '.2f')} |")
+    correlations = rank_correlations(rows, CRITERIA, "nmi_truth")
+    print(f"\nSpearman rank correlation with nmi_truth over {len(rows)} runs "
+          "(davies_bouldin negated: +1 = ranks runs as the truth does):")
+    for name, value in correlations.items():
+        print(f"  {name:18s} {fmt(value)}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

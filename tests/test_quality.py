@@ -1,0 +1,143 @@
+"""The quality levers of NSCNet, self-supervised pretraining and label-free stability, on tiny
+separable synthetic images (32 x 64, small CNN, one thread)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from nscnet import tracking as T
+from nscnet.cluster import stability
+from nscnet.config import BasenetConfig, ConfigError, DataError, NscnetConfig, PretrainConfig
+from nscnet.models.levers import (apply_preset, label_centroids, match_labels, needs_final_clustering,
+                                  reseed_empty)
+from nscnet.models.pretrain import nt_xent
+from nscnet.selection import best_criterion, rank_correlations, resample_stability
+from tests.fixtures_deep import make_dataset
+
+TINY = dict(k=4, epochs=2, backbone="small_cnn", embedding_dim=32, pca_dim=8, num_workers=0, lr=1e-3,
+            batch_size=16, freq_mask=4, device="cpu", log_model=False, seed=1, threads=1, truth=True,
+            stability_runs=2)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return make_dataset(tmp_path_factory.mktemp("quality") / "ds", classes=4, per_class=16, height=32, width=64)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+# ----------------------------------------------------------------------------- stability
+
+def test_stability_is_one_for_identical_clusterings_and_falls_for_random_labels():
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 5, size=300)
+    assert stability([labels, labels.copy(), labels.copy()]) == pytest.approx(1.0)
+    assert stability([labels, (labels + 2) % 5]) == pytest.approx(1.0)  # renaming clusters changes nothing
+    random = [rng.integers(0, 5, size=300) for _ in range(3)]
+    assert stability(random) < 0.1
+
+
+def test_resample_stability_is_high_for_separated_blobs_and_low_for_noise():
+    rng = np.random.default_rng(0)
+    centres = rng.normal(scale=20, size=(4, 5))
+    blobs = np.concatenate([c + rng.normal(size=(60, 5)) for c in centres])
+    params = BasenetConfig(k=4, seed=0)
+    assert resample_stability(blobs, params, 3) == pytest.approx(1.0, abs=1e-6)
+    noise = rng.uniform(size=(240, 5))
+    assert resample_stability(noise, BasenetConfig(k=12, seed=0), 3) < 0.95
+    with pytest.raises(ConfigError, match="stability_runs=0"):
+        resample_stability(blobs, params, 0)
+
+
+def test_rank_correlations_flip_davies_bouldin_and_pick_the_best_criterion():
+    rows = [{"nmi_truth": t, "silhouette": s, "davies_bouldin": d}
+            for t, s, d in [(0.1, 0.5, 3.0), (0.5, 0.2, 2.0), (0.9, 0.4, 1.0), (0.7, 0.1, 1.5)]]
+    corr = rank_correlations(rows, ("silhouette", "davies_bouldin", "stability"))
+    assert corr["davies_bouldin"] == pytest.approx(1.0)
+    assert corr["stability"] is None
+    assert best_criterion(corr) == "davies_bouldin"
+
+
+def test_basenet_logs_stability(tracking, data):
+    from nscnet.models.basenet import run_basenet
+
+    metrics = run_basenet(BasenetConfig(data=str(data), k=4, pca_dim=8, export=False, stability_runs=2))
+    assert 0 < metrics["stability"] <= 1.0
+    assert "stability" in T.get_run(metrics["run_id"]).data.metrics
+
+
+# ----------------------------------------------------------------------------- levers (pure)
+
+def test_reseed_empty_fills_every_cluster_by_splitting_the_largest():
+    x = np.concatenate([np.zeros((10, 2)), np.ones((30, 2)) + np.linspace(0, 1, 30)[:, None]])
+    labels = np.array([0] * 10 + [1] * 30)
+    out, reseeded = reseed_empty(x, labels, k=4)
+    assert reseeded == 2 and set(np.bincount(out, minlength=4)) != {0} and (np.bincount(out, minlength=4) > 0).all()
+
+
+def test_match_labels_undoes_a_renaming_and_centroids_are_label_means():
+    previous = np.repeat(np.arange(3), 5)
+    assert (match_labels((previous + 1) % 3, previous, 3) == previous).all()
+    x = np.arange(15, dtype=float)[:, None]
+    assert label_centroids(x, previous, 3)[:, 0].tolist() == [2.0, 7.0, 12.0]
+
+
+def test_presets_set_defaults_only_and_k_train_is_checked():
+    cfg = apply_preset(NscnetConfig(preset="quality", epochs=7))
+    assert cfg.epochs == 7 and cfg.kmeans_warm_start and cfg.final_reducer == "umap"
+    assert apply_preset(NscnetConfig()) == NscnetConfig()
+    assert needs_final_clustering(NscnetConfig(k=4, k_train=8)) and not needs_final_clustering(NscnetConfig())
+    with pytest.raises(ConfigError, match="k_train=2"):
+        NscnetConfig(k=4, k_train=2)
+
+
+# ----------------------------------------------------------------------------- end to end
+
+def test_nscnet_levers_run_end_to_end_and_final_clustering_is_at_k(tracking, data):
+    from nscnet.models.nscnet import run_nscnet
+
+    metrics = run_nscnet(NscnetConfig(data=str(data), **TINY, k_train=8, kmeans_warm_start=True, reseed_empty=True,
+                                      keep_head=True, final_algorithm="kmeans"))
+    assert metrics["n_clusters"] == 4            # final clustering at k, trained at k_train
+    assert metrics["nmi_truth"] > 0.5
+    assert 0 <= metrics["stability"] <= 1
+    assert "reseeded_clusters" in T.get_run(metrics["run_id"]).data.metrics
+    hdb = run_nscnet(NscnetConfig(data=str(data), **{**TINY, "epochs": 1}, final_algorithm="hdbscan",
+                                  min_cluster_size=5))
+    assert hdb["n_clusters"] >= 2 and hdb["nmi_truth"] > 0.3
+
+
+def test_pretraining_lowers_its_loss_and_nscnet_starts_from_it(tracking, data):
+    from nscnet.models.nscnet import build_model, run_nscnet
+    from nscnet.models.pretrain import run_pretrain
+
+    cfg = PretrainConfig(data=str(data), k=4, epochs=4, batch_size=16, embedding_dim=32, pca_dim=8, num_workers=0,
+                         device="cpu", threads=1, seed=0, truth=True, stability_runs=2)
+    metrics = run_pretrain(cfg)
+    losses = [v for _, v in sorted(T.metric_history(metrics["run_id"], "train_loss"))]
+    assert len(losses) == 4 and losses[-1] < losses[0]
+    assert metrics["nmi_truth"] > 0.3 and metrics["silhouette"] is not None
+    run_id = metrics["run_id"]
+    deep = NscnetConfig(data=str(data), **{**TINY, "epochs": 1}, pretrained_run=run_id)
+    model = build_model(deep)
+    state = torch.load(T.download_artifact(run_id, "pretrained/embedder.pt"), weights_only=True)
+    assert torch.equal(model.state_dict()["features.0.weight"], state["features.0.weight"])
+    assert json.loads(T.download_artifact(run_id, "pretrained/model.json").read_text())["backbone"] == "small_cnn"
+    assert run_nscnet(deep)["nmi_truth"] > 0.3
+    with pytest.raises(DataError, match="backbone"):
+        build_model(NscnetConfig(**{**TINY, "backbone": "efficientnet_b0"}, pretrained_run=run_id))
+
+
+def test_nt_xent_is_low_for_matching_views_and_high_for_unrelated_ones():
+    z = torch.randn(16, 8, generator=torch.Generator().manual_seed(0))
+    assert float(nt_xent(z, z, 0.1)) < float(nt_xent(z, torch.randn(16, 8), 0.1))

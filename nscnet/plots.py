@@ -40,7 +40,7 @@ def _project(features: np.ndarray, labels: np.ndarray, seed: int) -> tuple[np.nd
         try:
             lda = LinearDiscriminantAnalysis(n_components=2).fit(x[keep], labels[keep])
             projected = lda.transform(x)
-            if np.isfinite(projected).all():
+            if projected.shape[1] == 2 and np.isfinite(projected).all():
                 return projected, "LDA"
         except (ValueError, np.linalg.LinAlgError) as exc:
             log.info("LDA projection failed (%s); using PCA", exc)

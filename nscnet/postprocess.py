@@ -86,7 +86,7 @@ def postprocess(features: np.ndarray, params: Any) -> tuple[np.ndarray, dict[str
         raise DataError(f"all {n_samples} feature vectors are identical (identical images?): "
                         "there is nothing to cluster")
     pipeline, notes = build_postprocess(normalize=params.normalize, pca_dim=params.pca_dim,
-                                        whiten=params.whiten, l2=params.l2, seed=params.seed,
+                                        whiten=params.whiten, l2=params.l2, seed=getattr(params, "seed", 0),
                                         n_samples=n_samples, n_features=n_features)
     out = pipeline.fit_transform(features)
     if "pca" in pipeline.named_steps:

@@ -93,17 +93,21 @@ class FeatureCache:
             self.hits += 1
             self.memory.move_to_end(key)
             return self.memory[key]
+        import fcntl
+
         path = self.root / f"{key}.npy"
-        if path.is_file():
-            self.hits += 1
-            features = np.load(path)
-        else:
-            self.misses += 1
-            features = np.asarray(self.compute(cfg, self.dataset))
-            self.root.mkdir(parents=True, exist_ok=True)
-            partial = path.with_suffix(f".{os.getpid()}.tmp.npy")
-            np.save(partial, features)
-            os.replace(partial, path)  # atomic: another worker never reads half a file
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.root / f"{key}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # a worker needing the same features waits, then reads them
+            if path.is_file():
+                self.hits += 1
+                features = np.load(path)
+            else:
+                self.misses += 1
+                features = np.asarray(self.compute(cfg, self.dataset))
+                partial = path.with_suffix(f".{os.getpid()}.tmp.npy")
+                np.save(partial, features)
+                os.replace(partial, path)  # atomic: a reader never sees half a file
         self.memory[key] = features
         while len(self.memory) > self.keep:
             self.memory.popitem(last=False)

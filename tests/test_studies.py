@@ -84,6 +84,10 @@ def test_k_binary_search_matches_exhaustive_scan_with_half_the_trials(tracking, 
     assert {"figures/optimization_history.html", "figures/slice.html"} <= set(
         nstracking.list_artifacts(parent["run_id"].iloc[0], "figures"))
     assert float(parent["metrics.best_silhouette"].iloc[0]) == pytest.approx(summary["best_value"])
+    # one post-processing setting: its features were computed once and reused for every K
+    assert parent["metrics.feature_cache_misses"].iloc[0] == 1
+    assert parent["metrics.feature_cache_hits"].iloc[0] == len(complete) - 1
+    assert parent["params.storage"].iloc[0].endswith("k.journal")
 
 
 def _two_workers(tmp_path, storage: str, n_trials: int, name: str) -> optuna.Study:

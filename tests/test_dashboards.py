@@ -66,6 +66,9 @@ def test_ui_serves_mlflow_and_optuna_dashboard_then_stops_both(small_study, tmp_
         runs = _get(f"{base}/runs/search", {"experiment_ids": [experiment["experiment_id"]], "max_results": 100})["runs"]
         tags = [{t["key"]: t["value"] for t in run["data"].get("tags", [])} for run in runs]
         assert sum(t.get("optuna.study_name") == "ui-study" and t.get("nscnet.step") == "basenet" for t in tags) == 4
+        parent = next(run["info"]["run_id"] for run, t in zip(runs, tags) if t.get("nscnet.step") == "study")
+        summary = _get(f"http://127.0.0.1:{mlflow_port}/get-artifact?path=study_summary.json&run_uuid={parent}")
+        assert summary["trials"]["complete"] == 4  # the UI reads the artifacts beside the store too
         studies = _get(f"http://127.0.0.1:{dashboard_port}/api/studies")["study_summaries"]
         assert [s["study_name"] for s in studies] == ["ui-study"]
     finally:

@@ -178,3 +178,12 @@ def test_bad_study_parameters_are_clear_errors(tracking, tmp_path):
         run_study(StudyConfig(data=str(data), params="k", k_min=2, k_max=4, n_trials=2, objective="no_metric",
                               overrides=FAST, storage=str(tmp_path / "s.journal"), compare=False))
 
+
+
+def test_storage_texts_hide_passwords_and_name_an_installed_driver():
+    from nscnet.studies.storage import database_url
+
+    assert mask_password("postgresql+psycopg2://user:p%40ss@db:5432/optuna") == "postgresql+psycopg2://user:***@db:5432/optuna"
+    assert mask_password("./optuna.journal") == "./optuna.journal"
+    assert database_url("postgresql://u:p@h/db").startswith(("postgresql+psycopg2://", "postgresql://"))
+    assert database_url("sqlite:///x.db") == "sqlite:///x.db"

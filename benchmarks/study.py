@@ -98,10 +98,10 @@ def main() -> None:
         print(f"{n} worker(s): {r['trials']} trials in {r['busy']:.1f} s of study time ({r['wall']:.1f} s with "
               f"process start-up): {r['per_minute']:.1f} trials/minute")
     print(f"speed-up with 2 workers: {results[2]['per_minute'] / results[1]['per_minute']:.2f}x (target >= 1.6x)")
-    r = results[1]
-    print(f"per trial (median, 1 worker): wall {r['trial_wall']:.3f} s, model (cluster_seconds) {r['cluster']:.3f} s, "
-          f"tracking overhead {r['overhead']:.3f} s = study machinery {r['machinery']:.3f} s "
-          f"+ the trial run's MLflow logging {r['run_logging']:.3f} s (target overhead < 0.5 s)")
+    for n, r in results.items():
+        print(f"per trial (median, {n} worker(s)): wall {r['trial_wall']:.3f} s, model (cluster_seconds) {r['cluster']:.3f} s, "
+              f"tracking overhead {r['overhead']:.3f} s = study machinery {r['machinery']:.3f} s "
+              f"+ the trial run's MLflow logging {r['run_logging']:.3f} s (target overhead < 0.5 s)")
 
 
 if __name__ == "__main__":

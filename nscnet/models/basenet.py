@@ -1,0 +1,81 @@
+"""BASENet, the paper's baseline: flattened spectrograms -> PCA (or UMAP) -> clustering.
+
+`compute_features(cfg, dataset)` does the expensive, K-independent part once (flatten, then
+standardize + PCA(pca_dim) without whitening or L2, or UMAP(umap_dim) as in AVGN, Sainburg et
+al. 2020); studies cache its output across trials and pass it to `run_basenet(cfg,
+features=...)`. `run_basenet` opens the MLflow run and hands the features to the shared
+`nscnet.evaluate.evaluate_and_log`, which applies whitening / L2 and clusters.
+
+PCA(d) of features that already are a PCA(d) projection is a rotation, so whitening after it
+is exactly the whitening of the single pipeline of DESIGN.md (standardize, PCA, whiten, L2).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import numpy as np
+
+from nscnet import tracking
+from nscnet.config import BasenetConfig, DataError, replace
+from nscnet.dataset import Dataset, read_dataset
+from nscnet.evaluate import evaluate_and_log
+from nscnet.models import register
+from nscnet.postprocess import postprocess
+
+log = logging.getLogger(__name__)
+
+
+def compute_features(cfg: BasenetConfig, dataset: Dataset) -> np.ndarray:
+    """Features (N, d) float32 of the dataset's images for BASENet.
+
+    reducer=pca: flattened images, standardized when cfg.normalize, PCA to cfg.pca_dim
+    (clamped; 0 keeps the raw pixels). reducer=umap: flattened images, PCA to cfg.pca_dim first
+    when it is > 0 (speed), then UMAP to cfg.umap_dim dimensions.
+    """
+    flat = dataset.flat()
+    reduced, _ = postprocess(flat, replace(cfg, whiten=False, l2=False))
+    if cfg.reducer == "pca":
+        return reduced
+    import umap  # heavy import (numba): only when asked for
+
+    n_neighbors = min(cfg.umap_neighbors, len(reduced) - 1)
+    n_components = min(cfg.umap_dim, len(reduced) - 2) if len(reduced) > 3 else 1
+    reducer = umap.UMAP(n_components=max(n_components, 1), n_neighbors=max(n_neighbors, 2),
+                        min_dist=cfg.umap_min_dist, random_state=cfg.seed, n_jobs=1)
+    return np.asarray(reducer.fit_transform(reduced), dtype=np.float32)
+
+
+def evaluation_params(cfg: BasenetConfig) -> BasenetConfig:
+    """The post-processing still to apply to `compute_features` output (see module docstring)."""
+    if cfg.reducer == "pca":
+        return replace(cfg, normalize=False)
+    # UMAP output: no PCA or whitening on top of it; L2 only when asked for
+    return replace(cfg, normalize=False, pca_dim=0, whiten=False)
+
+
+@register("basenet")
+def run_basenet(cfg: BasenetConfig, *, features: np.ndarray | None = None) -> dict[str, Any]:
+    """The `basenet` entry point: one MLflow run; returns its metrics (those of the selected K in a sweep).
+
+    features: the output of `compute_features(cfg, dataset)` when the caller has it cached.
+    """
+    dataset = read_dataset(cfg.data)
+    with tracking.start_run(cfg, "basenet") as run:
+        if cfg.truth:
+            dataset.truth()  # no labels: fail before the expensive part
+        tracking.log_params({"n_segments": len(dataset), "image_shape": "x".join(map(str, dataset.image_shape))})
+        if features is None:
+            started = time.perf_counter()
+            features = compute_features(cfg, dataset)
+            seconds = time.perf_counter() - started
+            tracking.log_metrics({"feature_seconds": seconds, "segments_per_second": len(dataset) / max(seconds, 1e-9)})
+        elif len(features) != len(dataset):
+            raise DataError(f"features have {len(features)} rows but {cfg.data} holds {len(dataset)} segments")
+        metrics = evaluate_and_log(features, dataset, evaluation_params(cfg))
+        metrics["run_id"] = run.info.run_id
+    shown = {k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items() if v is not None}
+    print("basenet:", ", ".join(f"{k}={v}" for k, v in shown.items()))
+    return metrics

@@ -1,0 +1,96 @@
+"""Feature post-processing before clustering, shared by every model.
+
+Optional standardization ("normalization"), PCA to `pca_dim` components, whitening and L2
+normalization, in that order, as one scikit-learn `Pipeline` fitted once per call.
+
+`pca_dim` is clamped to what the data allows (at most N - 1 components, since centred data of
+N points has rank N - 1 at most, and at most D); the clamp is reported in the returned notes,
+which callers log as params. Whitening close to N components makes every point about equally
+far from every other (DESIGN.md section 7), so that case is warned about.
+
+    >>> import numpy as np
+    >>> x = np.random.default_rng(0).normal(size=(100, 20))
+    >>> out, notes = postprocess(x, PostprocessParams(pca_dim=8))
+    >>> out.shape, notes["pca_dim_used"]
+    ((100, 8), 8)
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+from sklearn.decomposition import PCA
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import FunctionTransformer, Normalizer, StandardScaler
+
+from nscnet.config import DataError, PostprocessParams  # noqa: F401  (PostprocessParams: doc example)
+
+log = logging.getLogger(__name__)
+
+# Whitening more than this share of N components spreads the points evenly (DESIGN section 7).
+WHITEN_WARN_SHARE = 0.5
+
+
+def build_postprocess(*, normalize: bool, pca_dim: int, whiten: bool, l2: bool, seed: int,
+                      n_samples: int, n_features: int) -> tuple[Pipeline, dict[str, Any]]:
+    """The unfitted post-processing pipeline for data of shape (n_samples, n_features).
+
+    Returns (pipeline, notes); notes hold `pca_dim_used` (0 = no PCA), `pca_clamped` and,
+    when they apply, `warning` texts. The pipeline always has at least one step (identity).
+    """
+    notes: dict[str, Any] = {"pca_dim_used": 0, "pca_clamped": False}
+    steps: list[tuple[str, Any]] = []
+    if normalize:
+        steps.append(("normalize", StandardScaler()))
+    if pca_dim > 0:
+        allowed = max(1, min(n_samples - 1, n_features))
+        used = min(pca_dim, allowed)
+        if used < pca_dim:
+            notes["pca_clamped"] = True
+            log.warning("pca_dim=%d clamped to %d: the data has %d samples of %d features",
+                        pca_dim, used, n_samples, n_features)
+        if whiten and used >= WHITEN_WARN_SHARE * n_samples:
+            text = (f"whitening {used} PCA components of only {n_samples} samples makes every point "
+                    "about equally far from every other; lower pca_dim or set whiten=false")
+            notes["warning"] = text
+            log.warning(text)
+        notes["pca_dim_used"] = used
+        steps.append(("pca", PCA(n_components=used, whiten=whiten, random_state=seed)))
+    elif whiten:
+        log.info("whiten=true has no effect without PCA (pca_dim=0)")
+    if l2:
+        steps.append(("l2", Normalizer(norm="l2")))
+    if not steps:
+        steps.append(("identity", FunctionTransformer()))
+    return Pipeline(steps), notes
+
+
+def postprocess(features: np.ndarray, params: Any) -> tuple[np.ndarray, dict[str, Any]]:
+    """Fit and apply the post-processing of `params` to features (N, D) -> (N, d) float32.
+
+    `params` is any config with the fields normalize, pca_dim, whiten, l2 and seed.
+    DataError for fewer than 2 samples, non-finite values or all-identical feature vectors.
+    """
+    features = np.asarray(features)
+    if features.ndim != 2:
+        raise DataError(f"features must be a 2-D array (N, D), got shape {features.shape}")
+    n_samples, n_features = features.shape
+    if n_samples < 2:
+        raise DataError(f"clustering needs at least 2 segments, the data has {n_samples}")
+    if not np.isfinite(features).all():
+        raise DataError("the features hold NaN or infinite values")
+    features = features.astype(np.float32, copy=False)
+    if not (features != features[0]).any():
+        raise DataError(f"all {n_samples} feature vectors are identical (identical images?): "
+                        "there is nothing to cluster")
+    pipeline, notes = build_postprocess(normalize=params.normalize, pca_dim=params.pca_dim,
+                                        whiten=params.whiten, l2=params.l2, seed=getattr(params, "seed", 0),
+                                        n_samples=n_samples, n_features=n_features)
+    out = pipeline.fit_transform(features)
+    if "pca" in pipeline.named_steps:
+        notes["pca_explained_variance"] = float(pipeline.named_steps["pca"].explained_variance_ratio_.sum())
+    # whitening a component of (numerically) zero variance divides by zero: keep the finite part
+    out = np.nan_to_num(np.asarray(out, dtype=np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+    return out, notes

@@ -70,11 +70,16 @@ def main() -> None:
     # 1. throughput, 1 and 2 workers
     rates = {}
     for workers in (1, 2):
+        before = os.times()
         result = preprocess(PreprocessConfig(**base, out=str(tmp / f"w{workers}"), workers=workers, force=True))
+        after = os.times()
+        cpu = sum(after[i] - before[i] for i in range(4))  # user + system, this process and its workers
         rates[workers] = result.n_segments / result.seconds
         print(f"workers={workers}: {result.n_ok} ok segments in {result.seconds:.1f} s = "
-              f"{rates[workers]:.0f} segments/s")
-    print(f"2 workers / 1 worker = {rates[2] / rates[1]:.2f}x  [target >= 1.7x]")
+              f"{rates[workers]:.0f} segments/s; CPU {cpu:.1f} s ({cpu / result.seconds:.2f} cores busy, "
+              f"{cpu / result.n_segments * 1e3:.2f} CPU-ms per segment)")
+    print(f"2 workers / 1 worker = {rates[2] / rates[1]:.2f}x  [target >= 1.7x; needs 2 idle cores: "
+          f"load average now {os.getloadavg()[0]:.1f}]")
 
     # 2. per-segment cost against a bare melspectrogram of the same padded segments
     cfg = PreprocessConfig(**base, out=str(tmp / "w1"))

@@ -46,6 +46,7 @@ CRITERIA = ("silhouette", "davies_bouldin", "calinski_harabasz", "stability")
 K = 9
 COMMON = dict(k=K, truth=True, export=False, experiment="quality")
 DEEP = dict(device="cpu", threads=1, num_workers=0, log_model=False)
+PRETRAIN_NAME = "pretrain small_cnn 3ep"
 PRETRAIN = dict(backbone="small_cnn", embedding_dim=128, epochs=3, epoch_size=2048, pca_dim=64)
 
 
@@ -91,8 +92,12 @@ def configurations(data: str, truth: np.ndarray, cache: dict):
 
     def pretrained(seed):
         key = f"pretrain-{seed}"
+        for row in cache.get("rows", []):  # a pretrain run of an earlier call (same MLflow store)
+            if row["configuration"].startswith(PRETRAIN_NAME) and row["seed"] == seed and key not in cache:
+                cache[key] = {"run_id": row["run_id"]}
         if key not in cache:
-            m = run_pretrain(PretrainConfig(data=data, seed=seed, **{**COMMON, "export": True}, **DEEP, **PRETRAIN))
+            m = run_pretrain(PretrainConfig(data=data, seed=seed, **{**COMMON, "export": True}, **PRETRAIN,
+                                             **{k: v for k, v in DEEP.items() if k != "log_model"}))
             cache[key] = m
         return cache[key]
 
@@ -115,7 +120,7 @@ def configurations(data: str, truth: np.ndarray, cache: dict):
         "basenet umap10+hdbscan (Sainburg)": basenet(reducer="umap", algorithm="hdbscan", pca_dim=64, whiten=False,
                                                      l2=False, min_cluster_size=50, min_samples=10),
         "basenet umap10+kmeans": basenet(reducer="umap", pca_dim=64, whiten=False, l2=False),
-        "pretrain small_cnn 3ep + pca64+kmeans": pretrain_then(),
+        PRETRAIN_NAME + " + pca64+kmeans": pretrain_then(),
         "pretrain small_cnn 3ep + umap10+kmeans": pretrain_then(final_reducer="umap"),
         "pretrain small_cnn 3ep + umap10+hdbscan": pretrain_then(final_reducer="umap", final_algorithm="hdbscan",
                                                                  min_cluster_size=50, min_samples=10),
@@ -130,6 +135,10 @@ def main() -> None:
     parser.add_argument("--work", default="/tmp/nscnet-quality", help="dataset cache, MLflow store, rows file")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--only", default="", help="comma-separated substrings of configuration names to run")
+    parser.add_argument("--skip", default="", help="comma-separated substrings of configuration names not to run")
+    parser.add_argument("--rows", default="", help="rows file (default <work>/quality_rows.json); "
+                                                   "--merge adds other rows files to the table")
+    parser.add_argument("--merge", default="", help="comma-separated rows files of other calls, shown in the table")
     parser.add_argument("--fresh", action="store_true", help="forget rows measured before")
     args = parser.parse_args()
     import torch
@@ -139,14 +148,18 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     os.chdir(work)
     os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{work / 'mlflow.db'}")
-    rows_file = work / "quality_rows.json"
+    rows_file = Path(args.rows) if args.rows else work / "quality_rows.json"
     rows = [] if args.fresh or not rows_file.exists() else json.loads(rows_file.read_text())
     data = dataset(work)
     truth = read_dataset(data).truth()
     seeds = [int(s) for s in args.seeds.split(",")]
-    cache: dict = {}
+    cache: dict = {"rows": list(rows)}
+    if (work / "quality_rows.json").exists():
+        cache["rows"] += json.loads((work / "quality_rows.json").read_text())
     for name, run in configurations(str(data), truth, cache).items():
         if args.only and not any(part in name for part in args.only.split(",")):
+            continue
+        if args.skip and any(part in name for part in args.skip.split(",")):
             continue
         for seed in seeds:
             if any(r["configuration"] == name and r["seed"] == seed for r in rows):
@@ -159,6 +172,8 @@ def main() -> None:
                          "wall_minutes": (time.perf_counter() - started) / 60})
             rows_file.write_text(json.dumps(rows, indent=1, default=float))
             print(f"[quality] {name} seed {seed}: nmi_truth={keep['nmi_truth']:.3f}", flush=True)
+    for other in filter(None, args.merge.split(",")):
+        rows += [r for r in json.loads(Path(other).read_text()) if r not in rows]
     print_table(rows, work)
 
 

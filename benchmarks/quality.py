@@ -47,6 +47,7 @@ K = 9
 COMMON = dict(k=K, truth=True, export=False, experiment="quality")
 DEEP = dict(device="cpu", threads=1, num_workers=0, log_model=False)
 PRETRAIN_NAME = "pretrain small_cnn 3ep"
+NSCNET_PRETRAINED = "nscnet small_cnn 1ep pretrained +warm+reseed +umap10+kmeans"
 PRETRAIN = dict(backbone="small_cnn", embedding_dim=128, epochs=3, epoch_size=2048, pca_dim=64)
 
 
@@ -113,6 +114,15 @@ def configurations(data: str, truth: np.ndarray, cache: dict):
             return run_nscnet(NscnetConfig(data=data, seed=seed, **{**COMMON, "export": True}, **DEEP, **extra, **kw))
         return run
 
+    def nscnet_then(name, **levers):
+        def run(seed):
+            match = [r for r in cache.get("rows", []) if r["configuration"] == name and r["seed"] == seed]
+            if not match:
+                raise SystemExit(f"run {name!r} seed {seed} first")
+            run_id = match[0]["run_id"]
+            return rescore(embeddings_of(run_id), truth, seed, **levers) | {"run_id": run_id}
+        return run
+
     small = dict(backbone="small_cnn", embedding_dim=128, lr=1e-3, pca_dim=64, batch_size=64, epochs=1)
     return {
         "basenet pca64+kmeans (plain)": basenet(pca_dim=64, whiten=False, l2=False),
@@ -125,8 +135,11 @@ def configurations(data: str, truth: np.ndarray, cache: dict):
         "pretrain small_cnn 3ep + umap10+hdbscan": pretrain_then(final_reducer="umap", final_algorithm="hdbscan",
                                                                  min_cluster_size=50, min_samples=10),
         "nscnet small_cnn 1ep scratch (paper levers)": nscnet(False, **small),
-        "nscnet small_cnn 1ep pretrained +warm+reseed +umap10+kmeans": nscnet(
+        NSCNET_PRETRAINED: nscnet(
             True, kmeans_warm_start=True, reseed_empty=True, final_reducer="umap", **small),
+        NSCNET_PRETRAINED + " -> umap10+hdbscan": nscnet_then(NSCNET_PRETRAINED, final_reducer="umap",
+                                                              final_algorithm="hdbscan", min_cluster_size=50,
+                                                              min_samples=10),
     }
 
 
@@ -154,8 +167,8 @@ def main() -> None:
     truth = read_dataset(data).truth()
     seeds = [int(s) for s in args.seeds.split(",")]
     cache: dict = {"rows": list(rows)}
-    if (work / "quality_rows.json").exists():
-        cache["rows"] += json.loads((work / "quality_rows.json").read_text())
+    for other in sorted(work.glob("*rows.json")):  # runs of earlier calls in the same MLflow store
+        cache["rows"] += json.loads(other.read_text())
     for name, run in configurations(str(data), truth, cache).items():
         if args.only and not any(part in name for part in args.only.split(",")):
             continue

@@ -92,7 +92,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"nscnet {step.name}: {exc}", file=sys.stderr)
         return 2
     try:
-        step.load()(cfg)
+        result = step.load()(cfg)
     except (ConfigError, DataError, FileNotFoundError) as exc:
         if args.verbose:
             raise
@@ -101,6 +101,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"nscnet {step.name}: interrupted", file=sys.stderr)
         return 130
+    if isinstance(result, dict) and result.get("run_id"):
+        print(f"run_id={result['run_id']}")  # for scripts: the MLflow run this step logged to
     return 0
 
 

@@ -99,17 +99,21 @@ def shrink_npy(path: str | Path, n_rows: int) -> None:
     path = Path(path)
     with open(path, "r+b") as fh:
         version = np.lib.format.read_magic(fh)
-        shape, fortran, dtype = np.lib.format._read_array_header(fh, version)
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, fortran, dtype = read_header(fh)
         header_len = fh.tell()
         if fortran:
             raise ValueError("shrink_npy handles C-ordered arrays only")
         row_bytes = int(np.prod(shape[1:], dtype=np.int64)) * dtype.itemsize
         new_shape = (n_rows, *shape[1:])
-        fh.seek(0)
-        header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": new_shape}
-        np.lib.format._write_array_header(fh, header, version)
-        if fh.tell() != header_len:  # the header is padded to a fixed length, so this holds
+        # the header dict, space-padded to the old header's length (a shorter shape only shrinks it)
+        prefix = 10 if version == (1, 0) else 12
+        text = repr({"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": new_shape})
+        body = text.ljust(header_len - prefix - 1) + "\n"
+        if len(body) != header_len - prefix:
             raise ValueError("npy header length changed while shrinking")
+        fh.seek(prefix)
+        fh.write(body.encode("latin1"))
         fh.truncate(header_len + row_bytes * n_rows)
 
 

@@ -73,7 +73,18 @@ def start_run(cfg: Any, step: str, *, run_id: str | None = None, nested: bool = 
 
     A run that raises is marked FAILED and re-raises; KeyboardInterrupt marks it KILLED.
     """
-    setup(cfg.experiment)
+    project_run = os.environ.get("MLFLOW_RUN_ID") if not run_id and mlflow.active_run() is None else None
+    if project_run:
+        # Launched by `mlflow run`: continue the run it created, in that run's experiment.
+        mlflow.set_tracking_uri(tracking_uri())
+        experiment_id = MlflowClient().get_run(project_run).info.experiment_id
+        name = mlflow.get_experiment(experiment_id).name
+        if name != cfg.experiment:
+            log.info("running under `mlflow run`: logging to its experiment %r (pass "
+                     "--experiment-name %s to mlflow run to choose it)", name, cfg.experiment)
+        mlflow.set_experiment(experiment_id=experiment_id)
+    else:
+        setup(cfg.experiment)
     if run_id:
         try:
             MlflowClient().get_run(run_id)
@@ -86,6 +97,8 @@ def start_run(cfg: Any, step: str, *, run_id: str | None = None, nested: bool = 
     if active is not None and not nested and active.info.run_id != run_id:
         kwargs["nested"] = True  # called from inside another step's run (a study trial, a demo)
     with mlflow.start_run(**kwargs) as run:
+        global _last_started
+        _last_started = run.info.run_id
         try:
             all_tags = {"nscnet.step": step, **(tags or {})}
             mlflow.set_tags(all_tags)
@@ -105,9 +118,19 @@ def active_run_id() -> str | None:
     return run.info.run_id if run else None
 
 
+def _param_text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"  # as MLproject and the CLI spell them
+    return str(value)[:6000]
+
+
 def log_params(params: Mapping[str, Any]) -> None:
-    """Log params, values made strings; MLflow's 6000-character limit respected."""
-    clean = {k: ("" if v is None else str(v))[:6000] for k, v in params.items()}
+    """Log params as text; those the run already has (e.g. from `mlflow run -P`) are kept."""
+    run = mlflow.active_run()
+    existing = MlflowClient().get_run(run.info.run_id).data.params if run else {}
+    clean = {k: _param_text(v) for k, v in params.items() if k not in existing}
     items = list(clean.items())
     for start in range(0, len(items), 100):
         mlflow.log_params(dict(items[start:start + 100]))
@@ -150,41 +173,51 @@ _png_warned = False
 _png_server = False
 
 
-def _start_png_server() -> None:
-    """Keep one headless browser for all PNG exports of this process (3.5 s -> 0.15 s a figure)."""
+def _write_png(fig: Any, path: Path) -> None:
+    """PNG through kaleido, keeping one Chromium warm per process (2 s a figure otherwise)."""
     global _png_server
-    if _png_server:
-        return
-    _png_server = True
-    try:
+    if not _png_server:
         import atexit
+        import warnings
 
         import kaleido
 
-        kaleido.start_sync_server(silence_warnings=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            kaleido.start_sync_server(silence_warnings=True)
         atexit.register(kaleido.stop_sync_server, silence_warnings=True)
-    except Exception as exc:  # an older kaleido: plotly starts a browser per figure instead
-        log.debug("no persistent kaleido server (%s)", exc)
+        _png_server = True
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "kopts ignored when using a server"
+        fig.write_image(path, width=900, height=600)
+
+
+PNG_ENV = "NSCNET_FIGURE_PNG"
+
+
+def png_enabled() -> bool:
+    """PNG copies of figures are on unless NSCNET_FIGURE_PNG is false (studies turn them off:
+    each PNG starts a headless Chromium, seconds per figure)."""
+    return os.environ.get(PNG_ENV, "true").strip().lower() not in ("0", "false", "no", "off")
 
 
 def log_figure(fig: Any, name: str, *, folder: str = "figures", png: bool = True) -> None:
     """Log a plotly figure as `figures/<name>.html` and, when a renderer is there, `.png`.
 
     PNG export needs kaleido and a Chrome/Chromium; without them only the HTML is logged and
-    one warning says why.
+    one warning says why. `NSCNET_FIGURE_PNG=false` turns PNG export off.
     """
     global _png_warned
     with tempfile.TemporaryDirectory() as tmp:
         html = Path(tmp) / f"{name}.html"
         fig.write_html(html, include_plotlyjs="cdn")
         mlflow.log_artifact(str(html), artifact_path=folder)
-        if png:
+        if png and png_enabled():
             image = Path(tmp) / f"{name}.png"
             try:
-                _start_png_server()
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", UserWarning)  # "kopts ... ignored if using a server"
-                    fig.write_image(image, width=900, height=600)
+                _write_png(fig, image)
             except Exception as exc:  # kaleido or Chrome missing: HTML is still there
                 if not _png_warned:
                     log.warning("PNG export of figures is off (%s); HTML figures are still logged",
@@ -194,11 +227,40 @@ def log_figure(fig: Any, name: str, *, folder: str = "figures", png: bool = True
                 mlflow.log_artifact(str(image), artifact_path=folder)
 
 
-def log_torch_model(model: Any, name: str = "model") -> None:
-    """Log a torch module with `mlflow.pytorch.log_model` (pickled whole, CPU copy)."""
+def log_torch_model(model: Any, name: str = "model", **kwargs: Any) -> None:
+    """Log a torch module with `mlflow.pytorch.log_model` (pickled whole, CPU copy).
+
+    `serialization_format="pickle"`: MLflow 3's default elsewhere, "pt2", needs an input example
+    and a traceable forward; `kwargs` go to `log_model` (e.g. `pip_requirements`).
+    """
     import mlflow.pytorch
 
-    mlflow.pytorch.log_model(model, name=name)
+    mlflow.pytorch.log_model(model, name=name, serialization_format="pickle", **kwargs)
+
+
+def load_torch_model(run_id: str, name: str = "model", map_location: Any = "cpu") -> Any:
+    """The torch module logged by `log_torch_model` in a run; DataError when there is none."""
+    import mlflow.pytorch
+
+    mlflow.set_tracking_uri(tracking_uri())
+    try:
+        return mlflow.pytorch.load_model(f"runs:/{run_id}/{name}", map_location=map_location)
+    except mlflow.exceptions.MlflowException as exc:
+        raise DataError(f"run {run_id} has no logged model {name!r} ({str(exc).splitlines()[0][:200]})") from None
+
+
+def tag_run(run_id: str, tags: Mapping[str, Any]) -> None:
+    """Set tags on any run by id (finished ones too), e.g. a link back from a parent run."""
+    mlflow.set_tracking_uri(tracking_uri())
+    client = MlflowClient()
+    for key, value in tags.items():
+        client.set_tag(run_id, key, str(value))
+
+
+def experiment_name(experiment_id: str) -> str:
+    """The name of an experiment of the tracking store."""
+    mlflow.set_tracking_uri(tracking_uri())
+    return MlflowClient().get_experiment(experiment_id).name
 
 
 def get_run(run_id: str) -> Any:
@@ -251,3 +313,18 @@ def run_url(run: Any) -> str:
     if uri.startswith("http"):
         return f"{uri.rstrip('/')}/{path}"
     return f"mlflow ui --backend-store-uri {uri}  then open http://127.0.0.1:5000/{path}"
+
+
+_last_started: str | None = None
+
+
+def last_run_id() -> str | None:
+    """Id of the run that `start_run` opened last in this process (e.g. a study trial's run)."""
+    return _last_started
+
+
+def tag_run(run_id: str, tags: Mapping[str, Any]) -> None:
+    """Set tags on a run that is not the active one."""
+    client = MlflowClient(tracking_uri())
+    for key, value in tags.items():
+        client.set_tag(run_id, key, str(value))

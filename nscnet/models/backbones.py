@@ -1,0 +1,85 @@
+"""Feature extractors registered by name, and the embedding network built on them.
+
+`efficientnet_b0`: torchvision EfficientNet-B0 `features` (weights=None: nothing is
+downloaded; `pretrained_weights` loads a user's state dict). `small_cnn`: four conv blocks,
+cheap enough for CPU tests and demos. Add one with `@register("name")` on a function
+`(in_channels) -> (module, out_channels)`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn as nn
+import torchvision
+
+from nscnet.config import ConfigError, DataError
+
+BACKBONES: dict[str, Callable[[int], tuple[nn.Module, int]]] = {}
+
+
+def register(name: str):
+    def wrap(builder):
+        BACKBONES[name] = builder
+        return builder
+    return wrap
+
+
+@register("efficientnet_b0")
+def efficientnet_b0(in_channels: int = 3) -> tuple[nn.Module, int]:
+    features = torchvision.models.efficientnet_b0(weights=None).features
+    if in_channels != 3:  # adapt the stem convolution (3 -> in_channels input channels)
+        stem = features[0][0]
+        features[0][0] = nn.Conv2d(in_channels, stem.out_channels, stem.kernel_size, stem.stride,
+                                   stem.padding, bias=False)
+    return features, 1280
+
+
+@register("small_cnn")
+def small_cnn(in_channels: int = 3) -> tuple[nn.Module, int]:
+    layers, width = [], in_channels
+    for out in (16, 32, 64, 64):
+        layers += [nn.Conv2d(width, out, 3, padding=1, bias=False), nn.BatchNorm2d(out), nn.ReLU(inplace=True),
+                   nn.MaxPool2d(2)]
+        width = out
+    return nn.Sequential(*layers), width
+
+
+class Embedder(nn.Module):
+    """(B, 1, H, W) images -> (B, embedding_dim) embeddings.
+
+    input_mode `repeat` copies the one channel to three (the backbone as published); `adapt`
+    gives the backbone a one-channel first convolution. Then global max (or avg) pooling,
+    a linear layer to embedding_dim and LeakyReLU(0.01).
+    """
+
+    def __init__(self, backbone: str = "efficientnet_b0", *, embedding_dim: int = 512, pooling: str = "max",
+                 input_mode: str = "repeat"):
+        super().__init__()
+        if backbone not in BACKBONES:
+            raise ConfigError(f"backbone={backbone!r} is not one of {', '.join(sorted(BACKBONES))}")
+        self.input_mode = input_mode
+        self.features, width = BACKBONES[backbone](1 if input_mode == "adapt" else 3)
+        self.pool = nn.AdaptiveMaxPool2d(1) if pooling == "max" else nn.AdaptiveAvgPool2d(1)
+        self.embed = nn.Sequential(nn.Flatten(), nn.Linear(width, embedding_dim), nn.LeakyReLU(0.01))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if self.input_mode == "repeat":
+            images = images.expand(-1, 3, -1, -1)
+        return self.embed(self.pool(self.features(images)))
+
+
+def load_backbone_weights(model: Embedder, path: str | Path) -> None:
+    """Load a user's state dict into the backbone (`features.` prefixes accepted or not)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"pretrained_weights={str(path)!r}: no such file")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and "state_dict" in state:
+        state = state["state_dict"]
+    state = {k.removeprefix("features."): v for k, v in state.items() if not k.startswith("classifier.")}
+    missing, unexpected = model.features.load_state_dict(state, strict=False)
+    if len(missing) == len(model.features.state_dict()):
+        raise DataError(f"pretrained_weights={str(path)!r}: no tensor matches the backbone")

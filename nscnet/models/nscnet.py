@@ -1,0 +1,295 @@
+"""NSCNet: DeepCluster-style end-to-end deep clustering of spectrogram images.
+
+Every epoch, in order (Caron et al. 2018, as the NSCNet paper uses it):
+1. embed the whole dataset (eval mode, no augmentation)      -> features (N, embedding_dim)
+2. post-process (PCA, L2, ...) and k-means with k clusters    -> pseudo-labels (N,)
+3. nmi_prev: NMI of these pseudo-labels with the previous epoch's
+4. a fresh classifier head (softmax or ArcFace) for the new labels
+5. one pass of epoch_length x N images drawn uniformly over clusters, SpecAugment on each
+   batch, cross-entropy on the pseudo-labels, Adam.
+Metrics of step e: the clustering at the start of epoch e and the training of epoch e. The
+final clustering (after the last epoch, or when nmi_prev stops improving) gives the exports.
+A checkpoint after every epoch lets `--resume <run id>` continue a killed run exactly.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import joblib
+import numpy as np
+import torch
+import torch.nn.functional as F
+from sklearn.metrics import normalized_mutual_info_score
+
+from nscnet import plots, tracking, training
+from nscnet.config import ConfigError, DataError, NscnetConfig
+from nscnet.dataset import Dataset, TorchImages, read_dataset
+from nscnet.evaluate import cluster_features, log_exports, log_figures, score
+from nscnet.models import register
+from nscnet.models.arcface import make_head
+from nscnet.models.backbones import Embedder, load_backbone_weights
+from nscnet.models.sampler import ClusterUniformSampler
+from nscnet.models.specaugment import SpecAugment
+from nscnet.postprocess import build_postprocess
+
+log = logging.getLogger(__name__)
+
+STEP = "nscnet"
+MODEL_DIR = "model_state"  # artifact folder: state_dict.pt + model.json (predict reads these)
+PREDICT_DIR = "predict"    # artifact folder: postprocess.joblib + centroids.npy
+
+
+# --------------------------------------------------------------------------- model pieces
+
+def build_model(cfg: NscnetConfig) -> Embedder:
+    """The embedding network of `cfg` (backbone, pooling, embedding_dim, input_mode)."""
+    model = Embedder(cfg.backbone, embedding_dim=cfg.embedding_dim, pooling=cfg.pooling, input_mode=cfg.input_mode)
+    if cfg.pretrained_weights:
+        load_backbone_weights(model, cfg.pretrained_weights)
+    return model
+
+
+def model_description(cfg: NscnetConfig, image_shape: tuple[int, int]) -> dict[str, Any]:
+    """What `predict` needs to rebuild the network and check its input."""
+    return {"backbone": cfg.backbone, "embedding_dim": cfg.embedding_dim, "pooling": cfg.pooling,
+            "input_mode": cfg.input_mode, "image_shape": list(image_shape), "k": cfg.k,
+            "head": "arcface" if cfg.arcface else "softmax"}
+
+
+def _prepare(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    model = model.to(device)
+    return model.to(memory_format=torch.channels_last) if device.type == "cuda" else model
+
+
+@torch.inference_mode()
+def extract_features(model: torch.nn.Module, loader: Any, device: torch.device,
+                     precision: training.Precision, *, desc: str = "features") -> np.ndarray:
+    """Embeddings (N, embedding_dim) float32 of every image, eval mode, no augmentation."""
+    model.eval()
+    out = np.empty((len(loader.dataset), model.embed[1].out_features), dtype=np.float32)
+    for images, index in training.progress(loader, desc=desc):
+        with precision.autocast():
+            embeddings = model(training.to_device_batch(images, device))
+        out[index.numpy()] = embeddings.float().cpu().numpy()
+    return out
+
+
+@torch.no_grad()
+def set_batchnorm_statistics(model: torch.nn.Module, loader: Any, device: torch.device,
+                             precision: training.Precision) -> None:
+    """One pass in train mode (no gradients) so BatchNorm holds the data's statistics.
+
+    An untrained network in eval mode normalises with mean 0 / variance 1, which makes the
+    epoch-0 features (and clusters) degenerate (DESIGN.md section 7). momentum=None makes
+    the running statistics the plain average over the pass.
+    """
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None
+    model.train()
+    for images, _ in training.progress(loader, desc="batch-norm statistics"):
+        with precision.autocast():
+            model(training.to_device_batch(images, device))
+    for m, momentum in zip(norms, momenta):
+        m.momentum = momentum
+
+
+def train_epoch(model: torch.nn.Module, head: torch.nn.Module, optimizers: list, loader: Any,
+                pseudo_labels: np.ndarray, augment: SpecAugment, generator: torch.Generator,
+                device: torch.device, precision: training.Precision, *, epoch: int,
+                checkpointer: training.Checkpointer | None) -> tuple[float, int]:
+    """One pass over the sampler's images: (mean cross-entropy, images seen).
+
+    Raises NonFiniteLoss as soon as the loss is NaN/inf (checked every batch on CPU and
+    every 25 batches on CUDA, where each check waits for the GPU).
+    """
+    model.train()
+    head.train()
+    targets_all = torch.from_numpy(pseudo_labels.astype(np.int64))
+    check_every = 25 if device.type == "cuda" else 1
+    total, seen = torch.zeros((), device=device), 0
+    for batch, (images, index) in enumerate(training.progress(loader, desc=f"epoch {epoch}")):
+        targets = targets_all[index].to(device, non_blocking=True)
+        images = augment(images.to(device, non_blocking=True), generator)   # (B, 1, H, W)
+        with precision.autocast():
+            logits = head(model(training.to_device_batch(images, device)), targets)
+            loss = F.cross_entropy(logits.float(), targets)
+        for opt in optimizers:
+            opt.zero_grad(set_to_none=True)
+        precision.step(loss, optimizers)
+        total += loss.detach() * len(index)
+        seen += len(index)
+        if batch % check_every == 0:
+            training.check_finite(loss.detach(), epoch=epoch, batch=batch, checkpointer=checkpointer)
+    training.check_finite(total, epoch=epoch, batch=batch, checkpointer=checkpointer)
+    return float(total) / max(seen, 1), seen
+
+
+def size_metrics(labels: np.ndarray, k: int) -> dict[str, float]:
+    """Summary of the cluster-size distribution (the full sizes go to cluster_sizes.json)."""
+    sizes = np.bincount(labels[labels >= 0], minlength=k)
+    nonzero = sizes[sizes > 0]
+    share = nonzero / nonzero.sum()
+    return {"cluster_size_max_share": float(share.max()), "cluster_size_min": float(nonzero.min()),
+            "cluster_size_median": float(np.median(nonzero)), "empty_clusters": float(k - len(nonzero)),
+            "cluster_size_entropy": float(-(share * np.log(share)).sum() / np.log(max(k, 2)))}
+
+
+def check_inputs(cfg: NscnetConfig, dataset: Dataset) -> None:
+    if cfg.algorithm != "kmeans":
+        raise ConfigError(f"algorithm={cfg.algorithm!r}: NSCNet trains on k-means pseudo-labels (algorithm=kmeans)")
+    if cfg.k < 2:
+        raise ConfigError(f"k={cfg.k}: NSCNet needs at least 2 clusters to classify")
+    if cfg.k > len(dataset):
+        raise ConfigError(f"k={cfg.k} is larger than the number of segments in {cfg.data} ({len(dataset)}): choose k <= {len(dataset)}")
+    if cfg.k_values:
+        log.warning("k_values is ignored by nscnet: it trains with one k (%d)", cfg.k)
+
+
+# --------------------------------------------------------------------------- the entry point
+
+@register("nscnet")
+def run_nscnet(cfg: NscnetConfig) -> dict[str, Any]:
+    """The `nscnet` entry point: train, cluster every epoch, log everything; returns final metrics."""
+    if cfg.resume:  # the run's own config, except what may change on resume
+        cfg = training.resume_config(cfg.resume, STEP, NscnetConfig, resume=cfg.resume, device=cfg.device,
+                                     amp=cfg.amp, num_workers=cfg.num_workers, threads=cfg.threads)
+    dataset = read_dataset(cfg.data)
+    check_inputs(cfg, dataset)
+    truth = dataset.truth() if cfg.truth else None  # scoring only, never for training
+    device = training.choose_device(cfg.device)
+    precision = training.Precision(device, cfg.amp)
+    training.configure_cpu_determinism(device)
+    training.configure_threads(cfg.threads)
+
+    with tracking.start_run(cfg, STEP, run_id=cfg.resume or None) as run:
+        state = training.resume_state(cfg.resume) if cfg.resume else None
+        if not cfg.resume:
+            training.log_run_config(cfg)
+            tracking.log_params({"n_segments": len(dataset), "image_shape": "x".join(map(str, dataset.image_shape)),
+                                 "device_used": device.type, "precision": precision.name})
+        checkpointer = training.Checkpointer(run.info.run_id)
+
+        training.seed_everything(cfg.seed)
+        model = _prepare(build_model(cfg), device)
+        optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+        images = TorchImages(dataset.path)
+        feature_loader = training.make_loader(images, batch_size=2 * cfg.batch_size, num_workers=cfg.num_workers,
+                                              device=device)
+        sampler = ClusterUniformSampler(len(dataset), epoch_length=cfg.epoch_length, seed=cfg.seed)
+        train_loader = training.make_loader(images, batch_size=cfg.batch_size, num_workers=cfg.num_workers,
+                                            device=device, sampler=sampler, seed=cfg.seed,
+                                            drop_last=len(sampler) > cfg.batch_size)  # no batch of 1 for BatchNorm
+        augment = SpecAugment(cfg.time_warp, cfg.freq_mask, cfg.freq_masks, cfg.time_mask, cfg.time_masks)
+        stopper = training.EarlyStopping(patience=cfg.patience, min_delta=cfg.min_delta, mode="max")
+
+        start, previous, sizes_history, head = 0, None, {}, None
+        if state is not None:
+            if tuple(state["image_shape"]) != dataset.image_shape:
+                raise DataError(f"{cfg.data} holds {dataset.image_shape} images but the checkpoint of run "
+                                f"{cfg.resume} was trained on {tuple(state['image_shape'])}")
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            precision.load_state_dict(state["scaler"])
+            stopper.load_state_dict(state["stopper"])
+            start, previous = int(state["epoch"]), training.labels_from_tensor(state["pseudo_labels"])
+            sizes_history = {int(k): v for k, v in state["sizes"].items()}
+            training.set_rng_state(state["rng"])
+            log.info("resuming run %s after epoch %d", run.info.run_id, start - 1)
+        else:
+            set_batchnorm_statistics(model, feature_loader, device, precision)
+
+        for epoch in range(start, cfg.epochs + 1):
+            started = time.perf_counter()
+            # 1-2. features of the whole dataset -> post-processing -> k-means pseudo-labels
+            features = extract_features(model, feature_loader, device, precision)
+            features_seconds = time.perf_counter() - started
+            pseudo_labels, processed, result = cluster_features(features, cfg)
+            metrics = score(processed, result, cfg, truth)
+            metrics.update(size_metrics(pseudo_labels, cfg.k), features_seconds=features_seconds,
+                           cluster_seconds=time.perf_counter() - started - features_seconds)
+            sizes_history[epoch] = np.bincount(pseudo_labels, minlength=cfg.k).tolist()
+            # 3. stability of the pseudo-labels, and early stopping on it
+            if previous is not None:
+                metrics["nmi_prev"] = normalized_mutual_info_score(previous, pseudo_labels)
+            stop = stopper.update(metrics.get("nmi_prev"))
+            if epoch == cfg.epochs or stop:
+                tracking.log_metrics(metrics, step=epoch)
+                if stop:
+                    log.info("early stop at epoch %d: nmi_prev has not improved by %g for %d epochs",
+                             epoch, cfg.min_delta, cfg.patience)
+                break
+            # 4-5. a fresh head for the new labels, one epoch of classification on them
+            training.seed_everything(cfg.seed, epoch + 1)
+            head = make_head("arcface" if cfg.arcface else "softmax", cfg.embedding_dim, cfg.k,
+                             scale=cfg.arcface_scale, margin=cfg.arcface_margin).to(device)
+            head_optimizer = torch.optim.Adam(head.parameters(), lr=cfg.lr)
+            sampler.set_labels(pseudo_labels, epoch)
+            generator = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
+            train_started = time.perf_counter()
+            train_loss, seen = train_epoch(model, head, [optimizer, head_optimizer], train_loader, pseudo_labels,
+                                           augment, generator, device, precision, epoch=epoch,
+                                           checkpointer=checkpointer)
+            train_seconds = time.perf_counter() - train_started
+            metrics.update(train_loss=train_loss, images_per_second=seen / max(train_seconds, 1e-9),
+                           epoch_seconds=time.perf_counter() - started)
+            tracking.log_metrics(metrics, step=epoch)
+            print(f"nscnet epoch {epoch}: " + ", ".join(
+                f"{k}={metrics[k]:.4g}" for k in ("train_loss", "nmi_prev", "silhouette", "nmi_truth")
+                if metrics.get(k) is not None), flush=True)
+            previous = pseudo_labels
+            checkpointer.save({"epoch": epoch + 1, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                               "scaler": precision.state_dict(), "stopper": stopper.state_dict(),
+                               "pseudo_labels": training.labels_to_tensor(pseudo_labels),
+                               "sizes": {str(k): v for k, v in sizes_history.items()},
+                               "image_shape": list(dataset.image_shape)})
+
+        final = {k: v for k, v in metrics.items()}
+        log_results(cfg, dataset, model, head, features, processed, pseudo_labels, result.centroids, truth,
+                    sizes_history, run.info.run_id)
+        final.update(epochs_trained=epoch, run_id=run.info.run_id)
+        tracking.log_metrics({"epochs_trained": epoch})
+    shown = {k: round(v, 4) if isinstance(v, float) else v for k, v in final.items() if v is not None}
+    print("nscnet:", ", ".join(f"{k}={v}" for k, v in shown.items()))
+    return final
+
+
+def log_results(cfg: NscnetConfig, dataset: Dataset, model: torch.nn.Module, head: torch.nn.Module | None,
+                features: np.ndarray, processed: np.ndarray, labels: np.ndarray, centroids: np.ndarray,
+                truth: np.ndarray | None, sizes_history: dict, run_id: str) -> None:
+    """Figures, exports, the model, and what `predict` needs, logged to the active run."""
+    log_figures(processed, labels, truth, seed=cfg.seed)
+    log_exports(dataset, labels, features)  # assignments.csv, label tracks, embeddings.npy (raw)
+    curves = {}
+    for name in ("nmi_prev", "silhouette", "train_loss") + (("nmi_truth",) if truth is not None else ()):
+        curves[name] = dict(tracking.metric_history(run_id, name))  # a resumed epoch logs twice: keep one
+    steps = sorted(set().union(*[c.keys() for c in curves.values()]))
+    tracking.log_figure(plots.metric_curve(steps, {n: [c.get(s) for s in steps] for n, c in curves.items()},
+                                           "epoch", "NSCNet over epochs"), "epochs")
+    tracking.log_dict({str(k): v for k, v in sorted(sizes_history.items())}, "cluster_sizes.json")
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        # the post-processing refitted on the final features is the same pipeline (same seed)
+        pipeline, _ = build_postprocess(normalize=cfg.normalize, pca_dim=cfg.pca_dim, whiten=cfg.whiten, l2=cfg.l2,
+                                        seed=cfg.seed, n_samples=len(features), n_features=features.shape[1])
+        pipeline.fit(features)
+        joblib.dump(pipeline, tmp / "postprocess.joblib")
+        np.save(tmp / "centroids.npy", np.asarray(centroids, dtype=np.float32))
+        tracking.log_artifact(tmp / "postprocess.joblib", PREDICT_DIR)
+        tracking.log_artifact(tmp / "centroids.npy", PREDICT_DIR)
+        cpu_model = model.to("cpu").to(memory_format=torch.contiguous_format).eval()
+        heads = {} if head is None else {"head": head.to("cpu").state_dict()}  # head of the last trained epoch
+        torch.save({"embedder": cpu_model.state_dict(), **heads}, tmp / "state_dict.pt")
+        (tmp / "model.json").write_text(json.dumps(model_description(cfg, dataset.image_shape), indent=2))
+        tracking.log_artifact(tmp / "state_dict.pt", MODEL_DIR)
+        tracking.log_artifact(tmp / "model.json", MODEL_DIR)
+    if cfg.log_model:
+        tracking.log_torch_model(cpu_model, "model")

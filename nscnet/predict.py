@@ -1,0 +1,96 @@
+"""`nscnet predict`: assign the segments of a new dataset to the clusters of a trained run.
+
+A trained NSCNet run keeps what this needs as artifacts: `model_state/state_dict.pt` and
+`model_state/model.json` (the network and the image size it expects), and
+`predict/postprocess.joblib` + `predict/centroids.npy` (the post-processing pipeline fitted
+on the final embeddings, and the final k-means centroids in that space). Each new segment
+is embedded, post-processed with the same fitted pipeline and given the nearest centroid's
+cluster. The exports (assignments.csv, Audacity and Raven label tracks) go to `out` and,
+with the embeddings, to a new MLflow run tagged with the source run.
+
+Models register how to embed a dataset in `EMBEDDERS` (step name -> function), so another
+model adds predict support in one place.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any, Callable
+
+import joblib
+import numpy as np
+from sklearn.metrics import pairwise_distances_argmin
+
+from nscnet import tracking, training
+from nscnet.config import ConfigError, DataError, PredictConfig
+from nscnet.dataset import Dataset, TorchImages, read_dataset
+from nscnet.export import write_exports
+
+log = logging.getLogger(__name__)
+
+
+def nearest_centroid(features: np.ndarray, centroids: np.ndarray) -> np.ndarray:
+    """Index (N,) of the nearest centroid (k, d) of each row of features (N, d), Euclidean."""
+    return pairwise_distances_argmin(features, centroids).astype(np.int64)
+
+
+def embed_nscnet(run_id: str, dataset: Dataset, cfg: PredictConfig) -> np.ndarray:
+    """Embeddings (N, embedding_dim) of the dataset by the trained network of an NSCNet run."""
+    from nscnet.models.backbones import Embedder
+    from nscnet.models.nscnet import MODEL_DIR, _prepare, extract_features
+
+    description = json.loads(tracking.download_artifact(run_id, f"{MODEL_DIR}/model.json").read_text())
+    expected = tuple(description["image_shape"])
+    if expected != dataset.image_shape:
+        raise DataError(f"{cfg.data} holds images of {dataset.image_shape[0]} x {dataset.image_shape[1]} but run "
+                        f"{run_id} was trained on {expected[0]} x {expected[1]}: preprocess the new recordings "
+                        f"with n_mels={expected[0]} and frames={expected[1]}")
+    state = training.load_checkpoint(tracking.download_artifact(run_id, f"{MODEL_DIR}/state_dict.pt"))
+    model = Embedder(description["backbone"], embedding_dim=description["embedding_dim"],
+                     pooling=description["pooling"], input_mode=description["input_mode"])
+    model.load_state_dict(state["embedder"])
+    device = training.choose_device(cfg.device)
+    model = _prepare(model, device)
+    loader = training.make_loader(TorchImages(dataset.path), batch_size=64, num_workers=0, device=device)
+    return extract_features(model, loader, device, training.Precision(device, True))
+
+
+EMBEDDERS: dict[str, Callable[[str, Dataset, PredictConfig], np.ndarray]] = {"nscnet": embed_nscnet}
+
+
+def assign(run_id: str, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(labels (N,), processed (N, d)) of features under the fitted pipeline and centroids of a run."""
+    pipeline = joblib.load(tracking.download_artifact(run_id, "predict/postprocess.joblib"))
+    centroids = np.load(tracking.download_artifact(run_id, "predict/centroids.npy"))
+    processed = np.nan_to_num(np.asarray(pipeline.transform(features), dtype=np.float32))
+    return nearest_centroid(processed, centroids), processed
+
+
+def run_predict(cfg: PredictConfig) -> dict[str, Any]:
+    """The `predict` entry point: exports in `cfg.out` and a new MLflow run; returns counts."""
+    if not cfg.run_id:
+        raise ConfigError("run_id='' : name the MLflow run id of a trained run (--run_id ...)")
+    source = tracking.get_run(cfg.run_id)
+    step = source.data.tags.get("nscnet.step", "")
+    if step not in EMBEDDERS:
+        raise DataError(f"run {cfg.run_id} was made by {step or 'another program'!r}; predict supports "
+                        f"{', '.join(sorted(EMBEDDERS))} runs")
+    dataset = read_dataset(cfg.data)
+    with tracking.start_run(cfg, "predict", tags={"nscnet.source_run": cfg.run_id, "nscnet.source_step": step}) as run:
+        features = EMBEDDERS[step](cfg.run_id, dataset, cfg)
+        labels, _ = assign(cfg.run_id, features)
+        out = write_exports(Path(cfg.out), dataset.segments, labels, all_segments=dataset.all_segments)
+        tracking.log_artifact(out / "assignments.csv")
+        tracking.log_artifacts(out / "audacity", "audacity")
+        tracking.log_artifacts(out / "raven", "raven")
+        np.save(out / "embeddings.npy", features)
+        tracking.log_artifact(out / "embeddings.npy")
+        counts = np.bincount(labels)
+        metrics = {"n_segments": len(labels), "n_clusters": int((counts > 0).sum())}
+        tracking.log_metrics(metrics)
+    print(f"predict: {len(labels)} segments of {cfg.data} -> {metrics['n_clusters']} clusters of run "
+          f"{cfg.run_id}; exports in {out}; run {run.info.run_id}")
+    return {**metrics, "run_id": run.info.run_id, "out": str(out)}
+

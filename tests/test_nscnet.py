@@ -1,0 +1,198 @@
+"""NSCNet end to end on tiny separable data: quality, per-epoch metrics, artifacts, predict,
+resume after a real SIGKILL, and bad input. Small backbone, 32 x 64 images, one thread."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from nscnet import tracking as T
+from nscnet import training
+from nscnet.config import ConfigError, DataError, NscnetConfig, PredictConfig, VaenetConfig
+from nscnet.dataset import TorchImages
+from nscnet.models.arcface import make_head
+from nscnet.models.nscnet import build_model, run_nscnet, train_epoch
+from nscnet.models.specaugment import SpecAugment
+from nscnet.predict import run_predict
+from tests.conftest import ROOT
+from tests.fixtures_deep import make_dataset
+
+TINY = dict(k=4, epochs=5, epoch_length=2, backbone="small_cnn", embedding_dim=64, pca_dim=16, num_workers=0,
+            lr=1e-3, batch_size=16, freq_mask=4, device="cpu", log_model=False, seed=3, threads=1)
+CLI_TINY = [f"--{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in TINY.items()]
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """One SQLite MLflow store for the module; the tests run in its folder, figures as HTML only."""
+    root = tmp_path_factory.mktemp("nscnet")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(root)
+        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
+        mp.setenv("NSCNET_PNG", "false")
+        mp.setenv("NSCNET_PROGRESS", "0")
+        mp.setenv("NSCNET_RUNS_DIR", str(root / "checkpoints"))
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        yield root
+        torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def data(store):
+    return make_dataset(store / "data", classes=4, per_class=16, seed=1)
+
+
+@pytest.fixture(scope="module")
+def trained(store, data):
+    """One uninterrupted training run (also the reference of the resume test)."""
+    return run_nscnet(NscnetConfig(data=str(data), truth=True, **TINY))
+
+
+def _assignments(run_id: str) -> pd.DataFrame:
+    return pd.read_csv(T.download_artifact(run_id, "assignments.csv"))
+
+
+def test_separable_types_reach_nmi_truth_and_nmi_prev_is_logged_every_epoch(trained):
+    assert trained["nmi_truth"] >= 0.8
+    run_id = trained["run_id"]
+    assert [step for step, _ in T.metric_history(run_id, "nmi_prev")] == [1, 2, 3, 4, 5]
+    assert [step for step, _ in T.metric_history(run_id, "train_loss")] == [0, 1, 2, 3, 4]
+    for name in ("silhouette", "inertia", "epoch_seconds", "images_per_second", "cluster_size_max_share"):
+        assert len(T.metric_history(run_id, name)) >= 5, name
+    losses = [v for _, v in T.metric_history(run_id, "train_loss")]
+    assert all(np.isfinite(losses)) and max(losses) < np.log(4) + 0.5
+
+
+def test_final_artifacts_and_model_are_logged(trained, data):
+    run_id = trained["run_id"]
+    names = set(T.list_artifacts(run_id)) | set(T.list_artifacts(run_id, "figures"))
+    names |= set(T.list_artifacts(run_id, "model_state")) | set(T.list_artifacts(run_id, "predict"))
+    for expected in ("assignments.csv", "embeddings.npy", "audacity", "raven", "cluster_sizes.json",
+                     "figures/epochs.html", "figures/lda_2d.html", "figures/cluster_sizes.html",
+                     "model_state/state_dict.pt", "model_state/model.json", "predict/centroids.npy",
+                     "predict/postprocess.joblib", "checkpoint"):
+        assert expected in names, expected
+    embeddings = np.load(T.download_artifact(run_id, "embeddings.npy"))
+    assert embeddings.shape == (64, 64)
+    assert len(_assignments(run_id)) == 64
+    state = training.load_checkpoint(T.download_artifact(run_id, "model_state/state_dict.pt"))
+    assert "embedder" in state and "head" in state
+
+
+def test_predict_on_the_training_data_reproduces_its_assignments(trained, data, store):
+    result = run_predict(PredictConfig(run_id=trained["run_id"], data=str(data), out=str(store / "pred"), device="cpu"))
+    predicted = pd.read_csv(store / "pred" / "assignments.csv")
+    reference = _assignments(trained["run_id"])
+    assert predicted["segment_id"].tolist() == reference["segment_id"].tolist()
+    assert (predicted["cluster"] == reference["cluster"]).mean() >= 0.98
+    assert (store / "pred" / "audacity").is_dir() and result["n_segments"] == 64
+
+
+def test_predict_rejects_other_image_sizes_and_other_runs(trained, store):
+    wide = make_dataset(store / "wide", classes=2, per_class=4, width=128)
+    with pytest.raises(DataError, match="32 x 128.*32 x 64"):
+        run_predict(PredictConfig(run_id=trained["run_id"], data=str(wide), out=str(store / "p2"), device="cpu"))
+    with pytest.raises(DataError, match="no MLflow run"):
+        run_predict(PredictConfig(run_id="feedfacefeedface", data=str(wide), out=str(store / "p3")))
+
+
+def test_bad_input_is_rejected_with_clear_messages(store, data):
+    with pytest.raises(ConfigError, match="k=65 is larger than the number of segments"):
+        run_nscnet(NscnetConfig(data=str(data), **{**TINY, "k": 65}))
+    with pytest.raises(DataError, match="no MLflow run"):
+        run_nscnet(NscnetConfig(data=str(data), resume="0123456789abcdef0123456789abcdef", **TINY))
+    with T.start_run(VaenetConfig(), "vaenet") as other:
+        pass
+    with pytest.raises(DataError, match="made by 'vaenet'"):
+        run_nscnet(NscnetConfig(data=str(data), resume=other.info.run_id, **TINY))
+
+
+def test_nan_loss_stops_the_run_with_a_clear_message(store, data):
+    # An absurd learning rate overflows the weights within the first epoch: the loss turns NaN.
+    with pytest.raises(training.NonFiniteLoss, match=r"training loss became (nan|inf) in epoch 0"):
+        run_nscnet(NscnetConfig(data=str(data), **{**TINY, "lr": 1e30, "epochs": 2}))
+    run = T.search_runs("nscnet").sort_values("start_time").iloc[-1]
+    assert run["status"] == "FAILED"
+
+
+def test_nan_loss_after_a_good_epoch_keeps_its_checkpoint(store, data):
+    cfg = NscnetConfig(data=str(data), **TINY)
+    model = build_model(cfg)
+    loader = training.make_loader(TorchImages(data), batch_size=16, num_workers=0, device=torch.device("cpu"),
+                                  drop_last=True)
+    labels = np.arange(64) % 4
+    cpu = training.Precision(torch.device("cpu"), False)
+    augment = SpecAugment(freq_mask=4)
+
+    def epoch(number, checkpointer):
+        head = make_head("softmax", cfg.embedding_dim, 4)
+        optimizers = [torch.optim.Adam(model.parameters(), lr=1e-3), torch.optim.Adam(head.parameters(), lr=1e-3)]
+        return train_epoch(model, head, optimizers, loader, labels, augment, torch.Generator().manual_seed(0),
+                           torch.device("cpu"), cpu, epoch=number, checkpointer=checkpointer)
+
+    with T.start_run(cfg, "nscnet") as run:
+        checkpointer = training.Checkpointer(run.info.run_id)
+        loss, seen = epoch(0, checkpointer)
+        assert np.isfinite(loss) and seen == 64
+        checkpointer.save({"epoch": 1, "model": model.state_dict()})
+        with torch.no_grad():
+            model.embed[1].weight.fill_(float("nan"))           # the weights go bad in epoch 1
+        with pytest.raises(training.NonFiniteLoss, match=r"epoch 1 \(from 0\), batch 0.*1 epochs done"):
+            epoch(1, checkpointer)
+    kept = training.resume_state(run.info.run_id)
+    assert kept["epoch"] == 1
+    assert all(torch.isfinite(t).all() for t in kept["model"].values() if t.is_floating_point())
+
+
+def _launch(store: Path, *args: str) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "NSCNET_PNG": "false",
+           "NSCNET_PROGRESS": "0", "NSCNET_RUNS_DIR": str(store / "kill-checkpoints")}
+    return subprocess.Popen([sys.executable, "-m", "nscnet", "nscnet", *args], cwd=store, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _checkpoint_epoch(folder: Path) -> tuple[str, int] | None:
+    for path in folder.glob("*/checkpoint.pt"):
+        try:
+            return path.parent.name, int(torch.load(path, weights_only=True)["epoch"])
+        except Exception:  # replaced while being read: try again
+            return None
+    return None
+
+
+@pytest.mark.slow
+def test_a_run_killed_during_epoch_3_of_5_and_resumed_ends_like_an_uninterrupted_run(trained, store, data):
+    process = _launch(store, f"--data={data}", "--truth=true", *CLI_TINY)
+    found, deadline = None, time.time() + 240
+    while time.time() < deadline and process.poll() is None:
+        found = _checkpoint_epoch(store / "kill-checkpoints")
+        if found and found[1] >= 2:   # epochs 0 and 1 are done: epoch 2 (the third) is running
+            process.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.02)
+    output = process.communicate()[0]
+    assert process.returncode == -signal.SIGKILL, output
+    run_id = found[0]
+    assert T.get_run(run_id).info.status == "RUNNING"   # killed: nobody closed it
+    assert len(T.metric_history(run_id, "train_loss")) < 5
+
+    resumed = _launch(store, f"--resume={run_id}")
+    output = resumed.communicate(timeout=300)[0]
+    assert resumed.returncode == 0, output
+    run = T.get_run(run_id)
+    assert run.info.status == "FINISHED"
+    assert {step for step, _ in T.metric_history(run_id, "nmi_prev")} == {1, 2, 3, 4, 5}
+    pd.testing.assert_frame_equal(_assignments(run_id), _assignments(trained["run_id"]))
+    # not only the same clusters: bit-identical embeddings, so the resumed training was the same
+    np.testing.assert_array_equal(np.load(T.download_artifact(run_id, "embeddings.npy")),
+                                  np.load(T.download_artifact(trained["run_id"], "embeddings.npy")))

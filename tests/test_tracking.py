@@ -1,0 +1,106 @@
+"""trk.py against a local SQLite store and a real `mlflow server` on loopback."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import plotly.graph_objects as go
+import pytest
+
+from nscnet import tracking as trk
+from nscnet.config import BasenetConfig, DataError
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _log_a_run(tmp_path):
+    cfg = BasenetConfig(experiment="tracking-test", k=7, k_values=(4, 8))
+    note = tmp_path / "note.txt"
+    note.write_text("hello")
+    with trk.start_run(cfg, "basenet", run_name="t") as run:
+        trk.log_metrics({"silhouette": 0.5, "inertia": None, "bad": float("nan")}, step=0)
+        trk.log_metrics({"silhouette": 0.6}, step=1)
+        trk.log_artifact(note)
+        trk.log_figure(go.Figure(go.Scatter(x=[1, 2], y=[3, 4])), "curve")
+    return run.info.run_id
+
+
+def _check_run(run_id):
+    run = trk.get_run(run_id)
+    assert run.data.params["k"] == "7" and run.data.params["k_values"] == "4,8"
+    assert run.data.params["whiten"] == "true"
+    assert run.data.tags["nscnet.step"] == "basenet"
+    assert run.info.status == "FINISHED"
+    assert "inertia" not in run.data.metrics and "bad" not in run.data.metrics  # missing, not faked
+    assert trk.metric_history(run_id, "silhouette") == [(0, 0.5), (1, 0.6)]
+    files = set(trk.list_artifacts(run_id)) | set(trk.list_artifacts(run_id, "figures"))
+    assert {"note.txt", "figures/curve.html"} <= files
+    if shutil.which("chromium") or os.environ.get("CI"):  # .ci/run installs chromium
+        assert "figures/curve.png" in files
+    assert trk.download_artifact(run_id, "note.txt").read_text() == "hello"
+
+
+def test_local_sqlite_store_by_default(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert trk.tracking_uri() == f"sqlite:///{tmp_path / 'mlflow.db'}"
+    run_id = _log_a_run(tmp_path)
+    _check_run(run_id)
+    assert (tmp_path / "mlflow.db").is_file() and (tmp_path / "mlartifacts").is_dir()
+
+
+def test_failed_run_is_marked_failed(tracking):
+    with pytest.raises(RuntimeError):
+        with trk.start_run(BasenetConfig(), "basenet") as run:
+            raise RuntimeError("boom")
+    assert trk.get_run(run.info.run_id).info.status == "FAILED"
+
+
+def test_unknown_run_id_is_a_clear_error(tracking):
+    with pytest.raises(DataError, match="no MLflow run with id 'nope'"):
+        trk.get_run("nope")
+
+
+@pytest.mark.slow
+def test_same_code_logs_through_a_real_mlflow_server(tmp_path, monkeypatch):
+    port = _free_port()
+    env = dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false", MLFLOW_DISABLE_TELEMETRY="true")
+    env.pop("MLFLOW_TRACKING_URI", None)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--workers", "1", "--host", "127.0.0.1", "--port", str(port),
+         "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
+         "--artifacts-destination", str(tmp_path / "server-artifacts")],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.time() + 120
+        while True:
+            try:
+                urllib.request.urlopen(f"{url}/health", timeout=2)
+                break
+            except OSError:
+                if time.time() > deadline or server.poll() is not None:
+                    pytest.fail("mlflow server did not start")
+                time.sleep(1)
+        work = tmp_path / "client"
+        work.mkdir()
+        monkeypatch.chdir(work)
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
+        run_id = _log_a_run(work)
+        _check_run(run_id)
+        assert not (work / "mlflow.db").exists()  # nothing went to the local default store
+        assert any((tmp_path / "server-artifacts").rglob("note.txt"))  # artifacts went through the server
+    finally:
+        os.killpg(server.pid, 15)
+        server.wait(timeout=30)

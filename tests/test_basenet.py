@@ -15,7 +15,7 @@ from nscnet.evaluate import cluster_features
 from nscnet.cluster import truth_metrics
 from nscnet.models.basenet import compute_features, evaluation_params, run_basenet
 from tests.conftest import BENGALESE, require
-from tests.fixtures_cluster import build_syllable_dataset, make_blob_dataset
+from tests.fixtures_cluster import make_blob_dataset, preprocess_syllables
 
 
 @pytest.fixture(scope="module")
@@ -144,7 +144,7 @@ def test_umap_reducer_with_hdbscan_finds_the_types(tmp_path):
 def syllables(tmp_path_factory):
     """The 7,652 Bengalese finch syllables as 64 x 128 log-mel images (built once per session)."""
     require(BENGALESE.is_dir(), f"real data not found at {BENGALESE}")
-    return build_syllable_dataset(BENGALESE, tmp_path_factory.mktemp("bengalese") / "syllables")
+    return preprocess_syllables(BENGALESE, tmp_path_factory.mktemp("bengalese") / "syllables")
 
 
 @pytest.mark.slow

@@ -57,7 +57,7 @@ def test_cli_run_logs_params_metrics_figures_and_exports(experiment, tmp_path):
     run = only_run(experiment)
     assert run.info.status == "FINISHED"
     params = run.data.params
-    assert params["k"] == "4" and params["whiten"] == "True" and params["pca_dim_used"] == "16"
+    assert params["k"] == "4" and params["whiten"] == "true" and params["pca_dim_used"] == "16"
     metrics = run.data.metrics
     assert metrics["nmi_truth"] >= 0.9 and metrics["n_clusters"] == 4 and metrics["noise_fraction"] == 0
     assert {"inertia", "silhouette", "ari_truth", "v_measure_truth", "homogeneity_truth",
@@ -113,7 +113,7 @@ def test_pca_dim_larger_than_the_data_is_clamped_and_logged(experiment, tmp_path
     assert basenet(experiment, "--data", str(data), "--k", "2", "--pca_dim", "128", "--whiten", "false",
                  "--export", "false") == 0
     params = only_run(experiment).data.params
-    assert params["pca_dim"] == "128" and params["pca_dim_used"] == "16" and params["pca_clamped"] == "True"
+    assert params["pca_dim"] == "128" and params["pca_dim_used"] == "16" and params["pca_clamped"] == "true"
 
 
 @pytest.mark.parametrize("make, argv, message", [

@@ -39,7 +39,7 @@ def nearest_centroid(features: np.ndarray, centroids: np.ndarray) -> np.ndarray:
 def embed_nscnet(run_id: str, dataset: Dataset, cfg: PredictConfig) -> np.ndarray:
     """Embeddings (N, embedding_dim) of the dataset by the trained network of an NSCNet run."""
     from nscnet.models.backbones import Embedder
-    from nscnet.models.nscnet import MODEL_DIR, _prepare, extract_features
+    from nscnet.models.nscnet import MODEL_DIR, extract_features, prepare_model
 
     description = json.loads(tracking.download_artifact(run_id, f"{MODEL_DIR}/model.json").read_text())
     expected = tuple(description["image_shape"])
@@ -52,7 +52,7 @@ def embed_nscnet(run_id: str, dataset: Dataset, cfg: PredictConfig) -> np.ndarra
                      pooling=description["pooling"], input_mode=description["input_mode"])
     model.load_state_dict(state["embedder"])
     device = training.choose_device(cfg.device)
-    model = _prepare(model, device)
+    model = prepare_model(model, device)
     loader = training.make_loader(TorchImages(dataset.path), batch_size=64, num_workers=0, device=device)
     return extract_features(model, loader, device, training.Precision(device, True))
 

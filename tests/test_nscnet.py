@@ -196,3 +196,17 @@ def test_a_run_killed_during_epoch_3_of_5_and_resumed_ends_like_an_uninterrupted
     # not only the same clusters: bit-identical embeddings, so the resumed training was the same
     np.testing.assert_array_equal(np.load(T.download_artifact(run_id, "embeddings.npy")),
                                   np.load(T.download_artifact(trained["run_id"], "embeddings.npy")))
+
+
+@pytest.mark.slow
+def test_efficientnet_b0_one_channel_stem_trains_and_logs_a_loadable_model(store, data):
+    cfg = NscnetConfig(data=str(data), **{**TINY, "backbone": "efficientnet_b0", "embedding_dim": 32,
+                                          "input_mode": "adapt", "epochs": 1, "epoch_length": 1,
+                                          "log_model": True})
+    result = run_nscnet(cfg)
+    assert result["epochs_trained"] == 1 and np.isfinite(T.metric_history(result["run_id"], "train_loss")[0][1])
+    model = T.load_torch_model(result["run_id"], "model")
+    images = torch.from_numpy(np.load(data / "spectrograms.npy")[:2].astype(np.float32))[:, None]
+    embeddings = np.load(T.download_artifact(result["run_id"], "embeddings.npy"))[:2]
+    with torch.no_grad():
+        np.testing.assert_allclose(model(images).numpy(), embeddings, rtol=1e-3, atol=1e-3)

@@ -8,6 +8,7 @@ cheap enough for CPU tests and demos. Add one with `@register("name")` on a func
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Callable
 
@@ -16,6 +17,8 @@ import torch.nn as nn
 import torchvision
 
 from nscnet.config import ConfigError, DataError
+
+log = logging.getLogger(__name__)
 
 BACKBONES: dict[str, Callable[[int], tuple[nn.Module, int]]] = {}
 
@@ -80,6 +83,11 @@ def load_backbone_weights(model: Embedder, path: str | Path) -> None:
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]
     state = {k.removeprefix("features."): v for k, v in state.items() if not k.startswith("classifier.")}
-    missing, unexpected = model.features.load_state_dict(state, strict=False)
-    if len(missing) == len(model.features.state_dict()):
+    if not set(state) & set(model.features.state_dict()):
         raise DataError(f"pretrained_weights={str(path)!r}: no tensor matches the backbone")
+    try:
+        missing, _ = model.features.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # a tensor of another shape
+        raise DataError(f"pretrained_weights={str(path)!r} does not fit the backbone: {str(exc)[:300]}") from None
+    if missing:
+        log.warning("pretrained_weights: %d backbone tensors not in %s keep their initial values", len(missing), path)

@@ -62,7 +62,8 @@ def model_description(cfg: NscnetConfig, image_shape: tuple[int, int]) -> dict[s
             "head": "arcface" if cfg.arcface else "softmax"}
 
 
-def _prepare(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+def prepare_model(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """The model on the device; channels-last memory format on CUDA."""
     model = model.to(device)
     return model.to(memory_format=torch.channels_last) if device.type == "cuda" else model
 
@@ -179,7 +180,7 @@ def run_nscnet(cfg: NscnetConfig) -> dict[str, Any]:
         checkpointer = training.Checkpointer(run.info.run_id)
 
         training.seed_everything(cfg.seed)
-        model = _prepare(build_model(cfg), device)
+        model = prepare_model(build_model(cfg), device)
         optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
         images = TorchImages(dataset.path)
         feature_loader = training.make_loader(images, batch_size=2 * cfg.batch_size, num_workers=cfg.num_workers,
@@ -252,7 +253,7 @@ def run_nscnet(cfg: NscnetConfig) -> dict[str, Any]:
                                "sizes": {str(k): v for k, v in sizes_history.items()},
                                "image_shape": list(dataset.image_shape)})
 
-        final = {k: v for k, v in metrics.items()}
+        final = dict(metrics)
         log_results(cfg, dataset, model, head, features, processed, pseudo_labels, result.centroids, truth,
                     sizes_history, run.info.run_id)
         final.update(epochs_trained=epoch, run_id=run.info.run_id)
@@ -292,4 +293,5 @@ def log_results(cfg: NscnetConfig, dataset: Dataset, model: torch.nn.Module, hea
         tracking.log_artifact(tmp / "state_dict.pt", MODEL_DIR)
         tracking.log_artifact(tmp / "model.json", MODEL_DIR)
     if cfg.log_model:
-        tracking.log_torch_model(cpu_model, "model")
+        example = np.asarray(dataset.images[:2], dtype=np.float32)[:, None]  # (2, 1, H, W)
+        tracking.log_torch_model(cpu_model, "model", input_example=example)

@@ -321,11 +321,16 @@ class ZipfConfig(StepConfig):
     run_id: str = param("", "MLflow run id of a clustering run")
     assignments: str = param("", "or: path to an assignments.csv")
     bootstrap: int = param(1000, "parametric bootstrap draws for the KS p-value")
-    seed: int = param(0, "random seed of the bootstrap")
+    seed: int = param(0, "random seed of the bootstrap and the accumulation orders")
+    powerlaw_xmin: str = param("all", "powerlaw fit: all clusters (xmin = smallest size) or xmin chosen by KS",
+                               choices=("all", "auto"))
+    orders: int = param(100, "random song orders averaged in the accumulation curve")
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _check_positive(self, "bootstrap")
+        _check_positive(self, "bootstrap", "orders")
+        if self.run_id and self.assignments:
+            raise ConfigError(f"give run_id={self.run_id!r} or assignments={self.assignments!r}, not both")
 
 
 @dataclass(frozen=True)
@@ -340,6 +345,20 @@ class EntropyConfig(StepConfig):
     highpass_hz: float = param(1500.0, "Butterworth high-pass cut-off, Hz (0 = off)")
     n_fft: int = param(2048, "FFT window length, samples")
     silence_db: float = param(-60.0, "frames quieter than this (dB re. the loudest) are left out")
+    hop_length: int = param(512, "hop between chroma frames, samples")
+    chroma_resolution: int = param(3, "chroma bins per semitone before folding into 12 pitch classes "
+                                      "(odd; 1 = librosa's 12 filters, which give a pure tone about 1 bit)")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_positive(self, "sample_rate", "n_fft", "hop_length", "chroma_resolution")
+        if self.chroma_resolution % 2 == 0:
+            raise ConfigError(f"chroma_resolution={self.chroma_resolution} must be odd (a pitch class centred on its note)")
+        _check_positive(self, "highpass_hz", "channel", allow_zero=True)
+        if self.silence_db >= 0:
+            raise ConfigError(f"silence_db={self.silence_db} must be below 0 dB (relative to the loudest frame)")
+        if self.highpass_hz >= self.sample_rate / 2:
+            raise ConfigError(f"highpass_hz={self.highpass_hz} must be below the Nyquist frequency {self.sample_rate / 2}")
 
 
 # -------------------------------------------------------------------------------- studies
@@ -350,7 +369,7 @@ class StudyConfig(StepConfig):
 
     model: str = param("basenet", "model to tune", choices=("basenet", "vaenet", "nscnet"))
     data: str = param("demo/dataset", "dataset folder written by `preprocess`")
-    n_trials: int = param(20, "trials this worker runs")
+    n_trials: int = param(20, "complete trials the study should reach, all workers together")
     timeout: float = param(0.0, "stop this worker after this many seconds (0 = no limit)")
     storage: str = param("", "Optuna storage: a journal file path or a database URL (default: ./optuna.journal)")
     study_name: str = param("", "study name (default: <model>-<dataset folder name>)")
@@ -361,10 +380,16 @@ class StudyConfig(StepConfig):
     refine_k: bool = param(True, "binary search of K between the best grid K and its better neighbour")
     truth: bool = param(False, "log the *_truth metrics of every trial")
     seed: int = param(0, "sampler seed")
+    params: str = param("", "comma-separated fields to search (default: every field with a search space)")
+    overrides: str = param("", "fixed model parameters for every trial, e.g. pca_dim=64,n_init=5")
+    heartbeat_s: int = param(10, "trial heartbeat interval, s; a trial silent for 3 beats is failed and retried")
+    compare: bool = param(True, "write and log the comparison page of the experiment when this worker ends")
+    figure_png: bool = param(False, "PNG copies of every trial's figures (slow: seconds per figure); HTML is always logged")
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _check_positive(self, "n_trials", "k_min", "k_max")
+        _check_positive(self, "n_trials", "k_min", "k_max", "heartbeat_s")
+        _check_positive(self, "timeout", allow_zero=True)
         if self.k_min > self.k_max:
             raise ConfigError(f"k_min={self.k_min} is larger than k_max={self.k_max}")
 

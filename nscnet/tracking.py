@@ -97,6 +97,8 @@ def start_run(cfg: Any, step: str, *, run_id: str | None = None, nested: bool = 
     if active is not None and not nested and active.info.run_id != run_id:
         kwargs["nested"] = True  # called from inside another step's run (a study trial, a demo)
     with mlflow.start_run(**kwargs) as run:
+        global _last_started
+        _last_started = run.info.run_id
         try:
             all_tags = {"nscnet.step": step, **(tags or {})}
             mlflow.set_tags(all_tags)
@@ -192,19 +194,27 @@ def _write_png(fig: Any, path: Path) -> None:
         fig.write_image(path, width=900, height=600)
 
 
+PNG_ENV = "NSCNET_FIGURE_PNG"
+
+
+def png_enabled() -> bool:
+    """PNG copies of figures are on unless NSCNET_FIGURE_PNG is false (studies turn them off:
+    each PNG starts a headless Chromium, seconds per figure)."""
+    return os.environ.get(PNG_ENV, "true").strip().lower() not in ("0", "false", "no", "off")
+
+
 def log_figure(fig: Any, name: str, *, folder: str = "figures", png: bool = True) -> None:
     """Log a plotly figure as `figures/<name>.html` and, when a renderer is there, `.png`.
 
     PNG export needs kaleido and a Chrome/Chromium; without them only the HTML is logged and
-    one warning says why. `NSCNET_PNG=false` turns PNG export off.
+    one warning says why. `NSCNET_FIGURE_PNG=false` turns PNG export off.
     """
     global _png_warned
-    png = png and os.environ.get("NSCNET_PNG", "true").lower() not in ("0", "false", "no", "off")
     with tempfile.TemporaryDirectory() as tmp:
         html = Path(tmp) / f"{name}.html"
         fig.write_html(html, include_plotlyjs="cdn")
         mlflow.log_artifact(str(html), artifact_path=folder)
-        if png:
+        if png and png_enabled():
             image = Path(tmp) / f"{name}.png"
             try:
                 _write_png(fig, image)
@@ -237,6 +247,20 @@ def load_torch_model(run_id: str, name: str = "model", map_location: Any = "cpu"
         return mlflow.pytorch.load_model(f"runs:/{run_id}/{name}", map_location=map_location)
     except mlflow.exceptions.MlflowException as exc:
         raise DataError(f"run {run_id} has no logged model {name!r} ({str(exc).splitlines()[0][:200]})") from None
+
+
+def tag_run(run_id: str, tags: Mapping[str, Any]) -> None:
+    """Set tags on any run by id (finished ones too), e.g. a link back from a parent run."""
+    mlflow.set_tracking_uri(tracking_uri())
+    client = MlflowClient()
+    for key, value in tags.items():
+        client.set_tag(run_id, key, str(value))
+
+
+def experiment_name(experiment_id: str) -> str:
+    """The name of an experiment of the tracking store."""
+    mlflow.set_tracking_uri(tracking_uri())
+    return MlflowClient().get_experiment(experiment_id).name
 
 
 def get_run(run_id: str) -> Any:
@@ -289,3 +313,18 @@ def run_url(run: Any) -> str:
     if uri.startswith("http"):
         return f"{uri.rstrip('/')}/{path}"
     return f"mlflow ui --backend-store-uri {uri}  then open http://127.0.0.1:5000/{path}"
+
+
+_last_started: str | None = None
+
+
+def last_run_id() -> str | None:
+    """Id of the run that `start_run` opened last in this process (e.g. a study trial's run)."""
+    return _last_started
+
+
+def tag_run(run_id: str, tags: Mapping[str, Any]) -> None:
+    """Set tags on a run that is not the active one."""
+    client = MlflowClient(tracking_uri())
+    for key, value in tags.items():
+        client.set_tag(run_id, key, str(value))

@@ -17,7 +17,8 @@ import librosa
 import numpy as np
 from scipy import signal
 
-SILENCE = 1e-10  # power below which a segment counts as silent (librosa's amin)
+SILENCE = 1e-20  # peak power at or below which a segment counts as silent
+AMIN = 1e-10  # floor of the power relative to the segment's peak (-100 dB, below any top_db)
 
 
 @lru_cache(maxsize=32)
@@ -79,7 +80,8 @@ def db_image(power: np.ndarray, *, top_db: float) -> np.ndarray:
     peak = float(power.max()) if power.size else 0.0
     if not np.isfinite(peak) or peak <= SILENCE:
         return np.zeros(power.shape, dtype=np.float32)
-    db = librosa.power_to_db(power, ref=peak, amin=SILENCE, top_db=top_db)
+    # relative to the peak first, so a quiet recording keeps its full dynamic range
+    db = librosa.power_to_db(power / peak, ref=1.0, amin=AMIN, top_db=top_db)
     return np.clip((db + top_db) / top_db, 0.0, 1.0).astype(np.float32)
 
 
@@ -110,7 +112,8 @@ def mfcc_image(y: np.ndarray, *, sr: int, n_mfcc: int = 20, frames: int = 512, n
                                            n_mels=max(2 * n_mfcc, 40), fmin=fmin, fmax=fmax or None)
     if float(power.max()) <= SILENCE:
         return np.zeros((n_mfcc, frames), dtype=np.float32)
-    mfcc = librosa.feature.mfcc(S=librosa.power_to_db(power, ref=np.max, top_db=top_db), n_mfcc=n_mfcc)
+    log_power = librosa.power_to_db(power / power.max(), ref=1.0, amin=AMIN, top_db=top_db)
+    mfcc = librosa.feature.mfcc(S=log_power, n_mfcc=n_mfcc)
     low, high = float(mfcc.min()), float(mfcc.max())
     scaled = (mfcc - low) / (high - low) if high > low else np.zeros_like(mfcc)
     return _fix_columns(scaled.astype(np.float32), frames)

@@ -1,0 +1,83 @@
+"""Helpers for the study and dashboard tests: tiny datasets, worker processes, a throwaway PostgreSQL.
+
+Datasets come from `fixtures_cluster.make_blob_dataset` (noisy copies of a known number of
+prototypes). Workers are real `python -m nscnet study` processes; PostgreSQL is Debian's
+server started as user postgres in a temporary folder and stopped at teardown.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT, require
+from tests.fixtures_cluster import make_blob_dataset
+
+PG_BIN = Path("/usr/lib/postgresql/15/bin")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def blob_data(path: Path, **kwargs) -> Path:
+    return make_blob_dataset(path, **kwargs)
+
+
+def worker_env() -> dict[str, str]:
+    """Environment of a worker process: the test's tracking store, this checkout, one thread."""
+    return {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+            "OPENBLAS_NUM_THREADS": "1"}
+
+
+def start_worker(cwd: Path, *args: str, log_name: str = "worker") -> subprocess.Popen:
+    """`python -m nscnet study <args>` in `cwd`, output to cwd/<log_name>.log."""
+    log = open(cwd / f"{log_name}.log", "wb")
+    return subprocess.Popen([sys.executable, "-m", "nscnet", "study", *args], cwd=cwd, env=worker_env(),
+                            stdout=log, stderr=subprocess.STDOUT)
+
+
+def _pg_bin() -> Path | None:
+    if (PG_BIN / "initdb").exists():
+        return PG_BIN
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb")) if Path("/usr/lib/postgresql").is_dir() else []
+    return found[-1].parent if found else None
+
+
+@pytest.fixture
+def postgres(tmp_path_factory):
+    """A throwaway PostgreSQL server; yields a URL with a password (trust auth ignores it)."""
+    bin_dir = _pg_bin()
+    require(bin_dir is not None and shutil.which("runuser") is not None and os.geteuid() == 0,
+            "PostgreSQL server binaries (Debian postgresql) and root to run them as user postgres")
+    folder = Path(tmp_path_factory.mktemp("pg")) / "data"
+    folder.parent.chmod(0o777)
+    subprocess.run(["install", "-d", "-o", "postgres", "-g", "postgres", str(folder)], check=True)
+    port = free_port()
+
+    def as_postgres(*cmd: str) -> None:
+        subprocess.run(["runuser", "-u", "postgres", "--", *cmd], check=True, capture_output=True)
+
+    as_postgres(str(bin_dir / "initdb"), "-D", str(folder), "-A", "trust", "-U", "postgres")
+    as_postgres(str(bin_dir / "pg_ctl"), "-D", str(folder), "-w", "-l", str(folder / "server.log"),
+                "-o", f"-p {port} -k {folder} -c listen_addresses=127.0.0.1", "start")
+    try:
+        as_postgres(str(bin_dir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "studies")
+        yield f"postgresql://postgres:pw-s3cret-9731@127.0.0.1:{port}/studies"
+    finally:
+        as_postgres(str(bin_dir / "pg_ctl"), "-D", str(folder), "-m", "fast", "-w", "stop")
+
+
+def wait_all(processes: list[subprocess.Popen], timeout_s: float = 150) -> None:
+    deadline = time.monotonic() + timeout_s
+    for process in processes:
+        process.wait(max(1.0, deadline - time.monotonic()))

@@ -1,0 +1,171 @@
+"""Studies on tiny blob datasets with real Optuna storages (journal file, PostgreSQL) and a real
+SQLite MLflow store: K binary search vs exhaustive scan, two workers without duplicates, a
+worker killed mid-trial, no password leaks, search space derivation."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from nscnet import tracking as nstracking
+from nscnet.config import BasenetConfig, ConfigError, NscnetConfig, StudyConfig
+from nscnet.dataset import read_dataset
+from nscnet.evaluate import cluster_features, score
+from nscnet.models.basenet import compute_features, evaluation_params
+from nscnet.studies import run_study
+from nscnet.studies.space import grid, next_k, search_space
+from nscnet.studies.storage import mask_password, open_storage
+from nscnet.studies.worker import KEY
+from tests.fixtures_studies import blob_data, postgres, start_worker, wait_all  # noqa: F401 (fixture)
+
+FAST = "pca_dim=16,export=false,n_init=2"
+
+
+def _load(storage: str, name: str) -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=open_storage(storage, heartbeat_s=1))
+
+
+def _params_sets(study: optuna.Study, states=(TrialState.COMPLETE,)) -> list[str]:
+    return [json.dumps(t.params, sort_keys=True) for t in study.get_trials(states=states)]
+
+
+def test_search_space_comes_from_the_config_fields():
+    dims = {d.name: d for d in search_space(BasenetConfig, k_min=64, k_max=2048)}
+    assert set(dims) == {"normalize", "pca_dim", "whiten", "l2", "k"}
+    assert dims["k"].grid == (64, 128, 256, 512, 1024, 2048)
+    assert len(grid(list(dims.values()), seed=0)) == 2 * 2 * 2 * 2 * 6
+    assert {"arcface", "epoch_length"} <= {d.name for d in search_space(NscnetConfig, k_min=64, k_max=64)}
+    with pytest.raises(ConfigError, match="umap_dim"):
+        search_space(BasenetConfig, k_min=2, k_max=8, only=("umap_dim",))
+    assert next_k({64: 0.2, 128: 0.5, 256: 0.4}, maximize=True) == 192
+    assert next_k({64: 0.2, 128: 0.5, 256: 0.4}, maximize=False) == 96  # best 64, better neighbour 128
+    assert next_k({5: 0.5, 6: 0.6}, maximize=True) is None
+    assert next_k({4: 0.1, 8: 0.5, 9: 0.4}, maximize=True) == 6  # better side done: the other side
+
+
+def test_k_binary_search_matches_exhaustive_scan_with_half_the_trials(tracking, tmp_path):
+    data = blob_data(tmp_path / "data", classes=7, per_class=14, noise=0.12, seed=3)
+    base = BasenetConfig(data=str(data), pca_dim=16, export=False, n_init=2)
+    dataset = read_dataset(data)
+    params = evaluation_params(base)
+    features = compute_features(base, dataset)
+    exhaustive = {}
+    for k in range(2, 33):  # what a scan of every K rates best
+        labels, processed, result = cluster_features(features, params, k=k)
+        exhaustive[k] = score(processed, result, params)["silhouette"]
+    best_k = max(exhaustive, key=exhaustive.get)
+
+    summary = run_study(StudyConfig(data=str(data), params="k", k_min=2, k_max=32, n_trials=31,
+                                    overrides="pca_dim=16,export=false,n_init=2", compare=False,
+                                    storage=str(tmp_path / "k.journal"), study_name="k-search"))
+    study = _load(str(tmp_path / "k.journal"), "k-search")
+    complete = study.get_trials(states=(TrialState.COMPLETE,))
+    print(f"exhaustive best K={best_k} ({exhaustive[best_k]:.4f}); study best {summary['best_params']} "
+          f"({summary['best_value']:.4f}) in {len(complete)} trials")
+    assert len(complete) <= len(exhaustive) // 2
+    assert summary["best_value"] >= exhaustive[best_k] - 0.01 * abs(exhaustive[best_k])
+    phases = [t.user_attrs["nscnet:phase"] for t in complete]
+    assert phases.count("grid") == 5 and phases.count("refine") >= 1
+    assert len(set(_params_sets(study))) == len(complete)
+    # MLflow: the study is a parent run; every trial a nested run with its tags
+    runs = nstracking.search_runs("nscnet")
+    parent = runs[runs["tags.nscnet.step"] == "study"]
+    assert len(parent) == 1
+    trials = runs[runs["tags.optuna.study_name"] == "k-search"]
+    trials = trials[trials["tags.nscnet.step"] == "basenet"]
+    assert len(trials) == len(complete)
+    assert set(trials["tags.mlflow.parentRunId"]) == {parent["run_id"].iloc[0]}
+    assert sorted(trials["tags.optuna.trial_number"].astype(int)) == sorted(t.number for t in complete)
+    assert {"figures/optimization_history.html", "figures/slice.html"} <= set(
+        nstracking.list_artifacts(parent["run_id"].iloc[0], "figures"))
+    assert float(parent["metrics.best_silhouette"].iloc[0]) == pytest.approx(summary["best_value"])
+
+
+def _two_workers(tmp_path, storage: str, n_trials: int, name: str) -> optuna.Study:
+    data = blob_data(tmp_path / "data", classes=4, per_class=12, seed=1)
+    args = ["--data", str(data), "--params", "k,whiten,l2", "--k-min", "2", "--k-max", "16",
+            "--n-trials", str(n_trials), "--overrides", FAST, "--storage", storage, "--study-name", name,
+            "--heartbeat-s", "1", "--compare", "false"]
+    workers = [start_worker(tmp_path, *args, log_name=f"worker{i}") for i in range(2)]
+    wait_all(workers)
+    logs = [(tmp_path / f"worker{i}.log").read_text() for i in range(2)]
+    assert [w.returncode for w in workers] == [0, 0], logs
+    study = _load(storage, name)
+    complete = study.get_trials(states=(TrialState.COMPLETE,))
+    assert len(complete) == n_trials
+    grid_sets = [json.dumps(t.params, sort_keys=True) for t in study.get_trials()
+                 if t.state in (TrialState.COMPLETE, TrialState.RUNNING) and t.user_attrs.get("nscnet:phase") == "grid"]
+    assert len(grid_sets) == len(set(grid_sets)) == n_trials  # 16 grid points > n_trials: all grid
+    assert len({t.user_attrs.get(KEY) for t in complete}) == n_trials
+    return study
+
+
+def test_two_workers_share_a_journal_without_duplicates(tracking, tmp_path):
+    _two_workers(tmp_path, str(tmp_path / "shared.journal"), 10, "journal-2w")
+    runs = nstracking.search_runs("nscnet")
+    assert len(runs[runs["tags.nscnet.step"] == "study"]) == 2  # one parent run per worker
+
+
+def test_two_workers_on_postgresql_and_no_password_leaks(tracking, tmp_path, postgres):
+    password = "pw-s3cret-9731"
+    assert password in postgres and password not in mask_password(postgres)
+    _two_workers(tmp_path, postgres, 8, "pg-2w")
+    runs = nstracking.search_runs("nscnet")
+    assert len(runs) >= 8 + 2
+    for column in runs.columns:
+        if column.startswith(("params.", "tags.")):
+            assert not runs[column].astype(str).str.contains(password).any(), column
+    assert (runs["params.storage"].dropna() == mask_password(postgres)).any()
+    for i in range(2):
+        assert password not in (tmp_path / f"worker{i}.log").read_text()
+
+
+def test_worker_killed_mid_trial_is_failed_and_retried(tracking, tmp_path):
+    # a dataset big enough that a trial runs long enough to be killed inside it
+    data = blob_data(tmp_path / "data", classes=5, per_class=120, height=16, width=32, seed=2)
+    storage, name, n_trials = str(tmp_path / "kill.journal"), "kill", 5
+    args = ["--data", str(data), "--params", "k,whiten", "--k-min", "2", "--k-max", "16", "--n-trials",
+            str(n_trials), "--overrides", "pca_dim=32,export=false,n_init=20,kmeans_backend=sklearn",
+            "--storage", storage, "--study-name", name, "--heartbeat-s", "1", "--compare", "false"]
+    doomed = start_worker(tmp_path, *args, log_name="doomed")
+    killed_number, deadline = None, time.monotonic() + 90
+    while killed_number is None and time.monotonic() < deadline and doomed.poll() is None:
+        time.sleep(0.05)
+        try:
+            study = _load(storage, name)
+        except KeyError:  # the study is not created yet
+            continue
+        running = [t for t in study.get_trials(states=(TrialState.RUNNING,)) if t.user_attrs.get(KEY)]
+        if running:
+            doomed.send_signal(signal.SIGKILL)
+            killed_number = running[0].number
+    doomed.wait(10)
+    assert killed_number is not None, (tmp_path / "doomed.log").read_text()
+    survivor = start_worker(tmp_path, *args, log_name="survivor")
+    wait_all([survivor])
+    assert survivor.returncode == 0, (tmp_path / "survivor.log").read_text()
+    study = _load(storage, name)
+    killed = study.trials[killed_number]
+    assert killed.state == TrialState.FAIL
+    complete = study.get_trials(states=(TrialState.COMPLETE,))
+    assert len(complete) == n_trials
+    retries = [t for t in complete if t.user_attrs.get("nscnet:retry_of") == killed_number]
+    assert len(retries) == 1 and retries[0].params == killed.params
+    assert len(set(_params_sets(study))) == n_trials
+
+
+def test_bad_study_parameters_are_clear_errors(tracking, tmp_path):
+    data = blob_data(tmp_path / "data", classes=3, per_class=6)
+    with pytest.raises(ConfigError, match="no_such_field"):
+        run_study(StudyConfig(data=str(data), overrides="no_such_field=3", storage=str(tmp_path / "s.journal")))
+    with pytest.raises(ConfigError, match="k_min=9"):
+        StudyConfig(k_min=9, k_max=4)
+    with pytest.raises(ConfigError, match="objective='no_metric'"):
+        run_study(StudyConfig(data=str(data), params="k", k_min=2, k_max=4, n_trials=2, objective="no_metric",
+                              overrides=FAST, storage=str(tmp_path / "s.journal"), compare=False))
+

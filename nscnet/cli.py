@@ -50,6 +50,8 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
         names = [f"--{f.name}"] + ([f"--{f.name.replace('_', '-')}"] if "_" in f.name else [])
         default = f.default
         shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
+        if isinstance(default, bool):
+            shown = str(default).lower()
         help_text = f"{f.metadata.get('help', '')} (default: {shown})"
         extra: dict[str, Any] = {}
         if kind is bool:
@@ -82,8 +84,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    for noisy in ("numba", "matplotlib", "urllib3", "alembic", "PIL", "kaleido", "choreographer"):
+    for noisy in ("numba", "matplotlib", "urllib3", "alembic", "PIL"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    for chatty in ("kaleido", "choreographer", "logistro"):  # the PNG renderer's shutdown chatter
+        logging.getLogger(chatty).setLevel(logging.CRITICAL)
     step = STEPS[args.step]
     values = {k: v for k, v in vars(args).items() if k not in ("step", "verbose")}
     try:

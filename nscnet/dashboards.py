@@ -24,7 +24,7 @@ from typing import Any
 
 from nscnet import tracking
 from nscnet.config import ConfigError, UiConfig
-from nscnet.studies.storage import DEFAULT_JOURNAL, is_url, mask_password
+from nscnet.studies.storage import DEFAULT_JOURNAL, database_url, is_url, mask_password
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +138,7 @@ def ui_commands(cfg: UiConfig) -> dict[str, list[str]]:
     if not uri.startswith("http"):
         commands["mlflow"] = [str(bin_dir / "mlflow"), "server", "--backend-store-uri", uri,
                               "--host", cfg.host, "--port", str(cfg.mlflow_port), "--workers", "1"]
-    dashboard = [str(bin_dir / "optuna-dashboard"), storage, "--host", cfg.host, "--port", str(cfg.dashboard_port)]
+    dashboard = [str(bin_dir / "optuna-dashboard"), database_url(storage) if is_url(storage) else storage, "--host", cfg.host, "--port", str(cfg.dashboard_port)]
     if not is_url(storage):
         dashboard += ["--storage-class", "JournalFileStorage"]
     commands["optuna-dashboard"] = dashboard

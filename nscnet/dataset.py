@@ -77,6 +77,9 @@ def read_dataset(path: str | Path) -> Dataset:
         raise DataError(f"{path / IMAGES} has shape {images.shape}, expected (N, height, width)")
     all_segments = pd.read_csv(path / SEGMENTS, dtype={"label": str, "recording": str, "segment_id": str},
                                keep_default_na=False)
+    for column in ("onset_s", "offset_s", "duration_s"):  # unparseable label lines leave these empty
+        if column in all_segments:
+            all_segments[column] = pd.to_numeric(all_segments[column], errors="coerce")
     ok = all_segments[all_segments["status"] == "ok"].sort_values("row").reset_index(drop=True)
     if len(ok) != images.shape[0]:
         raise DataError(f"{path}: {len(ok)} ok segments in {SEGMENTS} but {images.shape[0]} images in {IMAGES}")

@@ -12,6 +12,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -54,13 +55,14 @@ def _pg_bin() -> Path | None:
 
 
 @pytest.fixture
-def postgres(tmp_path_factory):
+def postgres():
     """A throwaway PostgreSQL server; yields a URL with a password (trust auth ignores it)."""
     bin_dir = _pg_bin()
     require(bin_dir is not None and shutil.which("runuser") is not None and os.geteuid() == 0,
             "PostgreSQL server binaries (Debian postgresql) and root to run them as user postgres")
-    folder = Path(tmp_path_factory.mktemp("pg")) / "data"
-    folder.parent.chmod(0o777)
+    base = Path(tempfile.mkdtemp(prefix="nscnet-pg-"))  # pytest's tmp dirs are closed to user postgres
+    base.chmod(0o755)
+    folder = base / "data"
     subprocess.run(["install", "-d", "-o", "postgres", "-g", "postgres", str(folder)], check=True)
     port = free_port()
 
@@ -75,6 +77,7 @@ def postgres(tmp_path_factory):
         yield f"postgresql://postgres:pw-s3cret-9731@127.0.0.1:{port}/studies"
     finally:
         as_postgres(str(bin_dir / "pg_ctl"), "-D", str(folder), "-m", "fast", "-w", "stop")
+        shutil.rmtree(base, ignore_errors=True)
 
 
 def wait_all(processes: list[subprocess.Popen], timeout_s: float = 150) -> None:

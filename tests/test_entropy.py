@@ -72,6 +72,7 @@ def test_run_entropy_on_written_recordings(tracking, tmp_path, monkeypatch):
     assert metrics["entropy_segments"] == 6 and metrics["entropy_skipped"] == 0
     runs = track.search_runs("nscnet")
     run_id = runs.iloc[0]["run_id"]
+    assert metrics["run_id"] == run_id
     assert runs.iloc[0]["metrics.entropy_mean"] == pytest.approx(metrics["entropy_mean"])
     per_recording = pd.read_csv(track.download_artifact(run_id, "entropy_recordings.csv", tmp_path / "dl"))
     means = dict(zip(per_recording["recording"], per_recording["entropy_mean"]))
@@ -96,3 +97,13 @@ def test_run_entropy_on_real_bengalese_finch_songs(tracking, tmp_path, monkeypat
     assert metrics["entropy_segments"] + metrics["entropy_skipped"] == expected
     assert metrics["entropy_segments"] >= 0.9 * expected
     assert 0.5 < metrics["entropy_mean"] < MAX_BITS and metrics["entropy_std"] > 0
+
+
+def test_run_entropy_without_audio_or_labels_is_a_clear_error(tmp_path):
+    from nscnet.config import DataError
+
+    with pytest.raises(DataError, match="does not exist"):
+        run_entropy(EntropyConfig(audio=str(tmp_path / "missing")))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="no labelled segments"):
+        run_entropy(EntropyConfig(audio=str(tmp_path / "empty")))

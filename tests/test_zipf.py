@@ -139,6 +139,7 @@ def test_run_zipf_logs_a_run_linked_to_the_clustering_run(tracking, tmp_path, mo
 
     runs = track.search_runs("nscnet")
     child = runs[runs["tags.nscnet.step"] == "zipf"].iloc[0]
+    assert metrics["run_id"] == child["run_id"]
     assert child["tags.nscnet.parent_run"] == parent_id
     assert child["tags.mlflow.parentRunId"] == parent_id  # shown nested in the MLflow UI
     assert track.get_run(parent_id).data.tags["nscnet.zipf_run"] == child["run_id"]
@@ -156,3 +157,27 @@ def test_run_zipf_logs_a_run_linked_to_the_clustering_run(tracking, tmp_path, mo
     # the same analysis from the CSV path gives the same numbers (seeded bootstrap)
     again = zipf.run_zipf(ZipfConfig(assignments=str(path), bootstrap=200))
     assert again["zipf_s"] == metrics["zipf_s"] and again["zipf_ks_pvalue"] == metrics["zipf_ks_pvalue"]
+
+
+@pytest.mark.slow
+def test_synthetic_songs_clustered_at_the_true_k_give_back_their_zipf_s(tracking, tmp_path, monkeypatch):
+    """synth (zipf_s 1.3) -> preprocess -> BASENet k-means at the true K -> run_zipf: s within 0.15."""
+    from tests.conftest import require
+
+    try:
+        from nscnet.models.basenet import run_basenet
+        from tests.fixtures_audio import make_synthetic_dataset
+    except ImportError as exc:
+        require(False, f"synthetic songs and BASENet are needed ({exc})")
+    monkeypatch.setenv("NSCNET_PNG", "false")
+    true_s, types = 1.3, 8
+    # 64 x 128 images: at 64 x 64 (47 ms a frame) k-means at K = 8 merged two look-alike types
+    data = make_synthetic_dataset(tmp_path, synth=dict(types=types, songs=800, recordings=2, zipf_s=true_s, seed=0),
+                                  images=dict(frames=128))
+    clustering = run_basenet(BasenetConfig(data=str(data), k=types, pca_dim=64, whiten=False, l2=False, seed=0))
+
+    metrics = zipf.run_zipf(ZipfConfig(run_id=clustering["run_id"], bootstrap=200))
+
+    assert metrics["n_clusters"] == types
+    assert abs(metrics["zipf_s"] - true_s) < 0.15
+    assert metrics["zipf_ks_pvalue"] > 0.01  # a Zipf sample, correctly clustered, is not rejected

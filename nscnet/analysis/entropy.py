@@ -13,6 +13,7 @@ import logging
 import tempfile
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -103,7 +104,18 @@ def summarise(table: pd.DataFrame, by: str) -> pd.DataFrame:
     return summary.rename(columns={"mean": "entropy_mean", "std": "entropy_std", "count": "segments"})
 
 
-def entropy_table(cfg: EntropyConfig) -> pd.DataFrame:
+def find_segments(cfg: EntropyConfig) -> Any:
+    """The label tracks matched to recordings (`nscnet.audio.labels.collect`); DataError when
+    there is no labelled segment at all."""
+    from nscnet.audio.labels import collect
+
+    inventory = collect(cfg.audio, cfg.labels, cfg.label_format)
+    if inventory.n_lines == 0:
+        raise DataError(f"no labelled segments found in {cfg.audio} (labels: {cfg.labels or cfg.audio})")
+    return inventory
+
+
+def entropy_table(cfg: EntropyConfig, inventory: Any = None) -> pd.DataFrame:
     """One row per segment of the audio (skipped ones included, with their status): the
     segment's row from `iter_segments` plus `entropy_bits` and `audible_frames`."""
     from tqdm import tqdm
@@ -112,7 +124,7 @@ def entropy_table(cfg: EntropyConfig) -> pd.DataFrame:
 
     rows = []
     segments = iter_segments(cfg.audio, cfg.labels, cfg.label_format, cfg.sample_rate, cfg.channel,
-                             cfg.highpass_hz, include_skipped=True)
+                             cfg.highpass_hz, include_skipped=True, inventory=inventory or find_segments(cfg))
     for row, waveform in tqdm(segments, desc="entropy", unit="segment", mininterval=2.0):
         entropy, frames = float("nan"), 0
         if row["status"] == "ok" and len(waveform):
@@ -128,18 +140,20 @@ def entropy_table(cfg: EntropyConfig) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def run_entropy(cfg: EntropyConfig) -> dict[str, float]:
+def run_entropy(cfg: EntropyConfig) -> dict[str, Any]:
     """Chroma entropy of every segment of `cfg.audio`, logged as an MLflow run.
 
     Metrics: entropy_mean, entropy_std (over segments), entropy_segments, entropy_skipped.
     Artifacts: entropy.csv (per segment), entropy_recordings.csv and entropy_labels.csv
     (mean, std, count per recording / per reference label), figures/entropy_histogram.
+    Returns the metrics and `run_id`.
     """
     from nscnet import tracking
     from nscnet.analysis.plots import entropy_histogram
 
-    with tracking.start_run(cfg, "entropy"):
-        table = entropy_table(cfg)
+    inventory = find_segments(cfg)  # bad folders fail here, before a run is opened
+    with tracking.start_run(cfg, "entropy") as run:
+        table = entropy_table(cfg, inventory)
         values = table["entropy_bits"].to_numpy(dtype=float)
         valid = values[np.isfinite(values)]
         metrics = {
@@ -162,4 +176,4 @@ def run_entropy(cfg: EntropyConfig) -> dict[str, float]:
         log.info("chroma entropy of %d segments: mean %.3f bits, std %.3f (max %.2f); %d skipped",
                  len(valid), metrics["entropy_mean"], metrics["entropy_std"] or float("nan"), MAX_BITS,
                  len(values) - len(valid))
-    return {k: v for k, v in metrics.items() if v is not None}
+    return {**{k: v for k, v in metrics.items() if v is not None}, "run_id": run.info.run_id}

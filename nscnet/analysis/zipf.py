@@ -389,11 +389,11 @@ def _parent_tags(run_id: str, experiment: str) -> dict[str, str]:
     return tags
 
 
-def run_zipf(cfg: ZipfConfig) -> dict[str, float]:
+def run_zipf(cfg: ZipfConfig) -> dict[str, Any]:
     """Zipf and repertoire analysis of a clustering run (or an assignments CSV), as an MLflow run.
 
     Logs zipf_s, zipf_ks_pvalue, zipf_chi2_pvalue and the other statistics, the repertoire
-    estimates, `zipf_ranks.csv` (rank, size, expected) and figures. Returns the metrics.
+    estimates, `zipf_ranks.csv` (rank, size, expected) and figures. Returns the metrics and `run_id`.
     """
     from nscnet import tracking
     from nscnet.analysis import plots, repertoire
@@ -435,4 +435,4 @@ def run_zipf(cfg: ZipfConfig) -> dict[str, float]:
             tracking.tag_run(cfg.run_id, {"nscnet.zipf_run": run.info.run_id})
     log.info("zipf_s %.3f (KS bootstrap p %.3g, chi-squared p %.3g); Chao1 %.1f, ACE %.1f",
              s, metrics["zipf_ks_pvalue"], metrics["zipf_chi2_pvalue"], metrics["chao1"], metrics["ace"])
-    return metrics
+    return {**metrics, "run_id": run.info.run_id}

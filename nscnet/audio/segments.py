@@ -12,6 +12,7 @@ clipped there (and kept when something is left).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 from typing import Any, Iterator
@@ -20,7 +21,7 @@ import numpy as np
 
 from nscnet.audio.features import highpass
 from nscnet.audio.io import AudioError, load_audio
-from nscnet.audio.labels import Inventory, Track, collect
+from nscnet.audio.labels import Inventory, LabelLine, Track, collect
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +30,7 @@ NO_RECORDING = "no_recording"
 EMPTY = np.zeros(0, dtype=np.float32)
 
 
-def _row(track: Track, index: int, line, channel: int, status: str, detail: str = "") -> dict[str, Any]:
+def _row(track: Track, index: int, line: LabelLine, channel: int, status: str, detail: str = "") -> dict[str, Any]:
     return {
         "segment_id": f"{track.stem}#{index}",
         "recording": track.recording.name if track.recording is not None else f"{track.stem}.?",
@@ -85,7 +86,7 @@ def cut_track(track: Track, *, sample_rate: int, channel: int = 0, highpass_hz: 
         note = detail
         if (onset_s, offset_s) != (line.onset_s, line.offset_s):
             note = f"clipped to the audio ({line.onset_s}-{line.offset_s} s -> {onset_s}-{offset_s:.6f} s)"
-        clipped = type(line)(line.line, onset_s, offset_s, line.label)
+        clipped = dataclasses.replace(line, onset_s=onset_s, offset_s=offset_s)
         yield _row(track, index, clipped, channel, "ok", note), y[start:stop]
 
 

@@ -10,6 +10,7 @@ adds them as a trial system attribute written to the journal.
 from __future__ import annotations
 
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Callable
 
@@ -72,12 +73,25 @@ class HeartbeatJournalStorage(JournalStorage, BaseHeartbeat):
         return None  # failed points are taken up again by the next worker that asks (see worker.py)
 
 
+def database_url(url: str) -> str:
+    """`postgresql://` with an explicit driver that is installed: SQLAlchemy 2.1 means psycopg 3
+    by plain `postgresql://`, while the project depends on psycopg2-binary."""
+    import importlib.util
+
+    if url.startswith(("postgresql://", "postgres://")) and importlib.util.find_spec("psycopg") is None \
+            and importlib.util.find_spec("psycopg2") is not None:
+        return "postgresql+psycopg2://" + url.split("://", 1)[1]
+    return url
+
+
 def open_storage(storage: str, *, heartbeat_s: int) -> BaseStorage:
     """A journal file path (created with its folder) or a database URL, with heartbeats on."""
     grace = 3 * heartbeat_s
     if is_url(storage):
-        return RDBStorage(storage, heartbeat_interval=heartbeat_s, grace_period=grace,
-                          engine_kwargs={"pool_pre_ping": True})
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return RDBStorage(database_url(storage), heartbeat_interval=heartbeat_s, grace_period=grace,
+                              engine_kwargs={"pool_pre_ping": True})
     path = Path(storage or DEFAULT_JOURNAL)
     path.parent.mkdir(parents=True, exist_ok=True)
     return HeartbeatJournalStorage(JournalFileBackend(str(path)), heartbeat_s, grace)

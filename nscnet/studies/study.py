@@ -73,8 +73,10 @@ class FeatureCache:
     (a few settings) and on disk under `root`, so other workers of the study reuse them too.
     """
 
-    def __init__(self, compute: Callable[[Any, Any], np.ndarray], data: str, root: Path, keep: int = 4):
+    def __init__(self, compute: Callable[[Any, Any], np.ndarray], data: str, root: Path, keep: int = 4,
+                 feature_fields: tuple[str, ...] | None = None):
         self.compute, self.root, self.keep = compute, root, keep
+        self.feature_fields = feature_fields  # the model's own list of what its features depend on, if any
         self.dataset = read_dataset(data)  # read once per worker: memmap, no copy
         images = Path(data) / "spectrograms.npy"
         stat = images.stat()
@@ -83,7 +85,11 @@ class FeatureCache:
         self.hits = self.misses = 0
 
     def key(self, cfg: Any) -> str:
-        relevant = {k: v for k, v in to_params(cfg).items() if k not in CLUSTER_ONLY and k != "experiment"}
+        params = to_params(cfg)
+        if self.feature_fields is not None:
+            relevant = {k: params[k] for k in self.feature_fields if k in params}
+        else:
+            relevant = {k: v for k, v in params.items() if k not in CLUSTER_ONLY and k != "experiment"}
         relevant["dataset"] = self.fingerprint
         return hashlib.sha256(json.dumps(relevant, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
@@ -93,17 +99,21 @@ class FeatureCache:
             self.hits += 1
             self.memory.move_to_end(key)
             return self.memory[key]
+        import fcntl
+
         path = self.root / f"{key}.npy"
-        if path.is_file():
-            self.hits += 1
-            features = np.load(path)
-        else:
-            self.misses += 1
-            features = np.asarray(self.compute(cfg, self.dataset))
-            self.root.mkdir(parents=True, exist_ok=True)
-            partial = path.with_suffix(f".{os.getpid()}.tmp.npy")
-            np.save(partial, features)
-            os.replace(partial, path)  # atomic: another worker never reads half a file
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.root / f"{key}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # a worker needing the same features waits, then reads them
+            if path.is_file():
+                self.hits += 1
+                features = np.load(path)
+            else:
+                self.misses += 1
+                features = np.asarray(self.compute(cfg, self.dataset))
+                partial = path.with_suffix(f".{os.getpid()}.tmp.npy")
+                np.save(partial, features)
+                os.replace(partial, path)  # atomic: a reader never sees half a file
         self.memory[key] = features
         while len(self.memory) > self.keep:
             self.memory.popitem(last=False)
@@ -123,7 +133,11 @@ def make_plan(cfg: StudyConfig, run_trial: Callable) -> worker.Plan:
 
 
 def _features_for(cfg: StudyConfig, base: Any, study_name: str) -> FeatureCache | None:
-    """A feature cache when the model can take precomputed features (BASENet), else None."""
+    """A feature cache when the model can take precomputed features (BASENet), else None.
+
+    A model module may declare `FEATURE_FIELDS`, the config fields its `compute_features`
+    reads; otherwise every field but the clustering-only ones keys the cache.
+    """
     import importlib
     import inspect
 
@@ -132,7 +146,8 @@ def _features_for(cfg: StudyConfig, base: Any, study_name: str) -> FeatureCache 
     compute = getattr(module, "compute_features", None)
     if compute is None or "features" not in inspect.signature(getattr(module, function)).parameters:
         return None
-    return FeatureCache(compute, base.data, storages.cache_root(cfg.storage, study_name))
+    return FeatureCache(compute, base.data, storages.cache_root(cfg.storage, study_name),
+                        feature_fields=getattr(module, "FEATURE_FIELDS", None))
 
 
 def log_summary(study: optuna.Study, cfg: StudyConfig) -> dict[str, Any]:

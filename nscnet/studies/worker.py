@@ -206,6 +206,7 @@ def work(study: optuna.Study, plan: Plan, storage: Any, *, timeout_s: float = 0.
 
 
 def _run_one(study: optuna.Study, plan: Plan, storage: Any, base_sampler: Any) -> int:
+    wall_start = time.perf_counter()  # ask -> tell: what the trial costs this worker
     with warnings.catch_warnings():  # our loop runs the heartbeat thread Study.optimize would
         warnings.filterwarnings("ignore", message="Heartbeat of storage")
         trial = study.ask()
@@ -241,7 +242,6 @@ def _run_one(study: optuna.Study, plan: Plan, storage: Any, base_sampler: Any) -
     if failed_before:
         trial.set_user_attr("nscnet:retry_of", failed_before[-1])
     params = _suggest(trial, plan.dims)
-    wall_start = time.perf_counter()
     with _Heartbeat(storage, trial._trial_id):
         try:
             metrics = plan.run_trial(params, trial)

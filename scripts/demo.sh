@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# The main job on the embedded defaults: synthetic songs -> dataset -> the three models ->
+# analyses -> a short study, all logged to ./mlflow.db (MLflow) and ./optuna.journal (Optuna).
+set -euo pipefail
+export MLFLOW_DISABLE_TELEMETRY=true
+export NSCNET_EXPERIMENT=${NSCNET_EXPERIMENT:-nscnet-demo}
+E=(--experiment "$NSCNET_EXPERIMENT")
+step() { echo; echo "== nscnet $*"; nscnet "$@" "${E[@]}" | tee demo/last.log; }
+run_id() { sed -n 's/^run_id=//p' demo/last.log | tail -1; }
+mkdir -p demo
+
+step synth --out demo/audio --types 8 --songs 480 --zipf_s 1.0 --seed 0
+step preprocess --audio demo/audio --out demo/dataset --duration_s 3 --frames 128 --n_mels 64
+step basenet --data demo/dataset --k 8 --pca_dim 64 --whiten false --l2 false --truth true
+BASENET=$(run_id)
+step zipf --run_id "$BASENET" --bootstrap 500
+step entropy --audio demo/audio
+step nscnet --data demo/dataset --k 8 --epochs 3 --backbone small_cnn --truth true --num_workers 0
+step vaenet --data demo/dataset --k 8 --epochs 3 --truth true --num_workers 0
+step study --model basenet --data demo/dataset --n_trials 12 --k_min 2 --k_max 32 --params k --truth true --overrides whiten=false,l2=false,pca_dim=32 --study_name demo-basenet
+
+cat <<TXT
+
+Demo done. Runs are in the MLflow store $(pwd)/mlflow.db (experiment "$NSCNET_EXPERIMENT"),
+the study in $(pwd)/optuna.journal. Open both dashboards with:
+
+    .venv/bin/nscnet ui
+    # MLflow UI:        http://127.0.0.1:5000
+    # Optuna dashboard: http://127.0.0.1:8080
+
+or the MLflow UI alone: .venv/bin/mlflow ui --backend-store-uri sqlite:///$(pwd)/mlflow.db
+TXT

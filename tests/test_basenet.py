@@ -98,6 +98,7 @@ def test_min_samples_sweep_with_hdbscan(experiment, tmp_path):
     assert run.data.metrics["nmi_truth"] >= 0.9 and "inertia" not in run.data.metrics
 
 
+@pytest.mark.filterwarnings("ignore:All reachability values are inf")
 def test_optics_all_noise_run_finishes_with_silhouette_missing(experiment, tmp_path):
     data = make_blob_dataset(tmp_path / "ds", classes=3, per_class=10)
     assert basenet(experiment, "--data", str(data), "--algorithm", "optics", "--optics_max_eps", "1e-6",

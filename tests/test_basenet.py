@@ -98,6 +98,26 @@ def test_min_samples_sweep_with_hdbscan(experiment, tmp_path):
     assert run.data.metrics["nmi_truth"] >= 0.9 and "inertia" not in run.data.metrics
 
 
+def test_reference_labels_are_read_for_scoring_only(experiment, tmp_path):
+    # the same images with the label column shuffled: the same clusters, different scores
+    data = make_blob_dataset(tmp_path / "ds", classes=3, per_class=15)
+    segments = pd.read_csv(data / "segments.csv", dtype=str, keep_default_na=False)
+    shuffled = tmp_path / "shuffled"
+    shuffled.mkdir()
+    (shuffled / "spectrograms.npy").write_bytes((data / "spectrograms.npy").read_bytes())
+    segments.assign(label=np.random.default_rng(0).permutation(segments["label"])).to_csv(
+        shuffled / "segments.csv", index=False)
+    assignments = []
+    for folder in (data, shuffled):
+        assert basenet(experiment, "--data", folder, "--k", "3", "--pca_dim", "8", "--truth") == 0
+        run_id = mlf.search_runs(experiment)["run_id"][0]  # newest first
+        table = pd.read_csv(mlf.download_artifact(run_id, "assignments.csv", tmp_path / run_id))
+        assignments.append((table["cluster"].to_numpy(), mlf.get_run(run_id).data.metrics["nmi_truth"]))
+    np.testing.assert_array_equal(assignments[0][0], assignments[1][0])
+    assert assignments[0][1] >= 0.9 > assignments[1][1]
+
+
+@pytest.mark.filterwarnings("ignore:All reachability values are inf")
 def test_optics_all_noise_run_finishes_with_silhouette_missing(experiment, tmp_path):
     data = make_blob_dataset(tmp_path / "ds", classes=3, per_class=10)
     assert basenet(experiment, "--data", str(data), "--algorithm", "optics", "--optics_max_eps", "1e-6",

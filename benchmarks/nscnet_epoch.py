@@ -116,34 +116,35 @@ def speed(args: argparse.Namespace, amp: bool) -> None:
         def full_extract():
             extract_features(model, feature_loader, device, precision)
 
-        full_train(), full_extract()  # warm-up (workers start, kernels load)
-        train_full = [n / _timed(full_train, device) for _ in range(args.repeats)]
-        extract_full = [n / _timed(full_extract, device) for _ in range(args.repeats)]
+        batches = [torch.rand(args.batch_size, 1, args.height, args.width) for _ in range(min(args.steps, 8))]
+        targets = torch.from_numpy(labels[:args.batch_size]).to(device)
 
-    batches = [torch.rand(args.batch_size, 1, args.height, args.width) for _ in range(min(args.steps, 8))]
-    targets = torch.from_numpy(labels[:args.batch_size]).to(device)
+        def bare_train():
+            model.train()
+            for step in range(args.steps):
+                images = to_device_batch(batches[step % len(batches)], device)
+                with precision.autocast():
+                    loss = F.cross_entropy(head(model(images), targets).float(), targets)
+                for opt in optimizers:
+                    opt.zero_grad(set_to_none=True)
+                precision.step(loss, optimizers)
 
-    def bare_train():
-        model.train()
-        for step in range(args.steps):
-            images = to_device_batch(batches[step % len(batches)], device)
-            with precision.autocast():
-                loss = F.cross_entropy(head(model(images), targets).float(), targets)
-            for opt in optimizers:
-                opt.zero_grad(set_to_none=True)
-            precision.step(loss, optimizers)
+        @torch.inference_mode()
+        def bare_extract():
+            model.eval()
+            for step in range(args.steps // 2):
+                images = torch.cat([batches[(2 * step) % len(batches)], batches[(2 * step + 1) % len(batches)]])
+                with precision.autocast():
+                    model(to_device_batch(images, device)).float().cpu()
 
-    @torch.inference_mode()
-    def bare_extract():
-        model.eval()
-        for step in range(args.steps // 2):
-            images = torch.cat([batches[(2 * step) % len(batches)], batches[(2 * step + 1) % len(batches)]])
-            with precision.autocast():
-                model(to_device_batch(images, device)).float().cpu()
-
-    bare_train(), bare_extract()
-    train_bare = [n / _timed(bare_train, device) for _ in range(args.repeats)]
-    extract_bare = [2 * (args.steps // 2) * args.batch_size / _timed(bare_extract, device) for _ in range(args.repeats)]
+        # warm-up, then full and bare timed in turn, so that both see the same machine load
+        full_train(), full_extract(), bare_train(), bare_extract()
+        train_full, extract_full, train_bare, extract_bare = [], [], [], []
+        for _ in range(args.repeats):
+            train_full.append(n / _timed(full_train, device))
+            train_bare.append(n / _timed(bare_train, device))
+            extract_full.append(n / _timed(full_extract, device))
+            extract_bare.append(2 * (args.steps // 2) * args.batch_size / _timed(bare_extract, device))
     tf, tb = float(np.median(train_full)), float(np.median(train_bare))
     ef, eb = float(np.median(extract_full)), float(np.median(extract_bare))
     print(f"  training, full loop (memmap + sampler + SpecAugment): {tf:8.1f} images/s (median of {args.repeats})")

@@ -3,10 +3,11 @@
 1. Speed: training images per second of the full loop (`nscnet.models.vaenet.train_epoch`
    over the memmap DataLoader, as `run_vaenet` runs it) against a bare loop of the same model,
    loss and optimizer on random tensors already in memory. Target: ratio >= 0.85.
-2. Memory: peak RSS of a whole `run_vaenet` (1 epoch, then encoding and clustering every
-   segment) on datasets of two sizes, each in a fresh process. Anonymous memory (RssAnon,
-   what the process itself allocates) should not grow with the dataset; file-backed pages
-   of the memmap (RssFile) are page cache the kernel can drop, reported apart.
+2. Memory: peak memory of a whole `run_vaenet` (1 epoch, then encoding and clustering every
+   segment) on datasets of two sizes, each in a fresh process, main process + DataLoader
+   workers summed as PSS (shared pages split, not counted per worker). Anonymous memory
+   (what the processes allocate) should not grow with the dataset; file-backed pages (the
+   memmap, libraries) are page cache the kernel can drop, reported apart.
 
     python benchmarks/vaenet_epoch.py                      # 64 x 512, defaults
     python benchmarks/vaenet_epoch.py --steps 10 --threads 2 --sizes 2000,8000
@@ -108,7 +109,9 @@ def speed(args: argparse.Namespace) -> None:
 
 
 def _peak_memory(stop: threading.Event, peak: dict) -> None:
-    """Sample RssAnon / RssFile of this process and its children every 50 ms."""
+    """Sample the proportional set size (anonymous and file-backed) of this process and its
+    DataLoader workers every 50 ms. PSS splits pages shared after fork between the processes,
+    so the sum is what they really hold together (RSS would count the shared pages per worker)."""
     import psutil
 
     me = psutil.Process()
@@ -116,12 +119,12 @@ def _peak_memory(stop: threading.Event, peak: dict) -> None:
         anon = file = 0
         for proc in [me, *me.children(recursive=True)]:
             try:
-                status = Path(f"/proc/{proc.pid}/status").read_text()
+                rollup = Path(f"/proc/{proc.pid}/smaps_rollup").read_text()
             except OSError:
                 continue
-            fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
-            anon += int(fields.get("RssAnon", "0 kB").split()[0])
-            file += int(fields.get("RssFile", "0 kB").split()[0])
+            fields = dict(line.split(":", 1) for line in rollup.splitlines()[1:] if ":" in line)
+            anon += int(fields.get("Pss_Anon", "0 kB").split()[0])
+            file += int(fields.get("Pss_File", "0 kB").split()[0])
         peak["anon_mb"] = max(peak.get("anon_mb", 0), anon / 1024)
         peak["file_mb"] = max(peak.get("file_mb", 0), file / 1024)
         stop.wait(0.05)
@@ -164,8 +167,8 @@ def memory(args: argparse.Namespace) -> None:
             print(f"  N={n}: failed\n{out.stderr[-2000:]}")
             continue
         r = json.loads(lines[-1])
-        print(f"  N={r['n']:>6} ({r['dataset_mb']:.0f} MB of images): peak RssAnon {r['anon_mb']:.0f} MB, "
-              f"peak RssFile {r['file_mb']:.0f} MB, {r['seconds']:.1f} s")
+        print(f"  N={r['n']:>6} ({r['dataset_mb']:.0f} MB of images): peak anonymous PSS {r['anon_mb']:.0f} MB, "
+              f"peak file-backed PSS {r['file_mb']:.0f} MB, {r['seconds']:.1f} s")
 
 
 def main() -> None:

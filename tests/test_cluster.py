@@ -7,7 +7,7 @@ import pytest
 from sklearn.datasets import make_blobs
 
 from nscnet.config import ClusterParams, ConfigError, DataError
-from nscnet.cluster import fit_clusters, internal_metrics, kmeans, stability, truth_metrics
+from nscnet.cluster import fit_clusters, internal_metrics, kmeans, kmeans_plusplus, stability, truth_metrics
 
 
 @pytest.fixture(scope="module")
@@ -27,13 +27,25 @@ def test_kmeans_recovers_separated_blobs(blobs, backend):
     assert result.inertia == pytest.approx(expected, rel=1e-3)
 
 
-def test_faiss_and_sklearn_agree_on_inertia_of_unstructured_data():
-    # faiss starts from random centroids, sklearn from k-means++: on data without a few far
-    # apart blobs (like spectrogram features) they reach about the same inertia
-    x = np.random.default_rng(2).normal(size=(2000, 16)).astype(np.float32)
-    a = kmeans(x, 64, n_init=1, seed=0, backend="sklearn")
-    b = kmeans(x, 64, n_init=1, seed=0, backend="faiss")
-    assert abs(a.inertia - b.inertia) / a.inertia < 0.03
+@pytest.mark.parametrize("structured", [True, False])
+def test_faiss_and_sklearn_agree_on_inertia_within_one_percent(structured):
+    # both start from greedy k-means++ seeds; random seeds (faiss' own) were 3x worse on blobs
+    if structured:
+        x, _ = make_blobs(n_samples=2000, centers=50, n_features=16, cluster_std=1.0, random_state=2)
+    else:
+        x = np.random.default_rng(2).normal(size=(2000, 16))
+    a = kmeans(x, 64, n_init=2, seed=0, backend="sklearn")
+    b = kmeans(x, 64, n_init=2, seed=0, backend="faiss")
+    assert abs(a.inertia - b.inertia) / a.inertia < 0.01
+
+
+def test_kmeans_plusplus_seeds_are_distinct_data_points(blobs):
+    x, y = blobs
+    seeds = kmeans_plusplus(x, 5, seed=0)
+    rows = [int(np.flatnonzero((x == s).all(axis=1))[0]) for s in seeds]
+    assert len(set(rows)) == 5
+    assert len(set(y[rows])) == 5  # on separated blobs, one seed in each blob
+    np.testing.assert_array_equal(seeds, kmeans_plusplus(x, 5, seed=0))
 
 
 @pytest.mark.parametrize("backend", ["sklearn", "faiss"])

@@ -173,6 +173,20 @@ def test_latent_means_cluster_the_types_and_everything_is_logged(trained, data):
         np.testing.assert_allclose(model.encode(images)[0].numpy(), embeddings, rtol=1e-4, atol=1e-4)
 
 
+def test_warm_up_mse_no_validation_and_early_stopping_on_the_training_loss(store, data, monkeypatch):
+    monkeypatch.setenv("NSCNET_PNG", "false")
+    # min_delta so large that no epoch counts as an improvement: stops after patience + 1 epochs
+    out = run_vaenet(VaenetConfig(data=str(data), **{**RUN, "epochs": 5, "val_fraction": 0.0, "recon_loss": "mse",
+                                                     "kl_warmup_epochs": 4, "beta": 2.0, "patience": 1,
+                                                     "min_delta": 1e9, "export": False}))
+    run_id = out["run_id"]
+    assert out["epochs_trained"] == 2
+    assert [v for _, v in metric_history(run_id, "kl_weight")] == [0.5, 1.0]
+    assert metric_history(run_id, "val_loss") == []
+    assert get_run(run_id).data.params["n_val"] == "0"
+    assert "assignments.csv" not in list_artifacts(run_id)
+
+
 def test_bad_input_is_rejected_with_clear_messages(store, data, tmp_path):
     with pytest.raises(ConfigError, match="val_fraction=1.0"):
         VaenetConfig(val_fraction=1.0)

@@ -98,11 +98,12 @@ def train_epoch(model: ConvVAE, loader: Any, optimizer: torch.optim.Optimizer, p
         total, reconstruction, kl = vae_loss(logits, images, mu, logvar, recon=recon, beta=beta)
         optimizer.zero_grad(set_to_none=True)
         precision.step(total, [optimizer])
-        check_finite(total.item(), epoch=epoch, batch=batch, checkpointer=checkpointer)
+        values = torch.stack([total.detach(), reconstruction.detach(), kl.detach()]).tolist()  # one device sync
+        check_finite(values[0], epoch=epoch, batch=batch, checkpointer=checkpointer)
         n = images.shape[0]
         seen += n
-        for key, value in zip(sums, (total, reconstruction, kl)):
-            sums[key] += value.item() * n
+        for key, value in zip(sums, values):
+            sums[key] += value * n
     seconds = time.perf_counter() - start
     out = {key: value / max(seen, 1) for key, value in sums.items()}
     out.update(epoch_seconds=seconds, images_per_second=seen / seconds if seconds > 0 else None)

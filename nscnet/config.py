@@ -349,9 +349,16 @@ class PretrainConfig(TrainParams):
     time_mask: int = param(40, "SpecAugment time mask width T at 512 frames")
     time_masks: int = param(1, "SpecAugment time masks per view")
     epoch_size: int = param(0, "images per epoch, drawn at random (0 = all)")
+    reducer: str = param("pca", "evaluation clustering: pca = the post-processing only; umap = UMAP to umap_dim "
+                                "after it (with algorithm=hdbscan: the best measured, docs/RESULTS.md)", choices=REDUCERS)
+    umap_dim: int = param(10, "UMAP output dimensions (reducer=umap)")
+    umap_neighbors: int = param(15, "UMAP n_neighbors (reducer=umap)")
+    umap_min_dist: float = param(0.0, "UMAP min_dist (reducer=umap)")
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        _check_positive(self, "umap_dim", "umap_neighbors")
+        _check_positive(self, "umap_min_dist", allow_zero=True)
         _check_positive(self, "embedding_dim", "projection_dim", "temperature")
         _check_positive(self, "shift", "gain", "noise", "time_warp", "freq_mask", "freq_masks", "time_mask",
                         "time_masks", "epoch_size", allow_zero=True)

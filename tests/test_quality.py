@@ -141,3 +141,19 @@ def test_pretraining_lowers_its_loss_and_nscnet_starts_from_it(tracking, data):
 def test_nt_xent_is_low_for_matching_views_and_high_for_unrelated_ones():
     z = torch.randn(16, 8, generator=torch.Generator().manual_seed(0))
     assert float(nt_xent(z, z, 0.1)) < float(nt_xent(z, torch.randn(16, 8), 0.1))
+
+
+def test_final_clustering_by_umap_and_hdbscan_finds_separated_groups():
+    from nscnet.models.levers import final_clustering
+
+    rng = np.random.default_rng(0)
+    centres = rng.normal(scale=10, size=(3, 16))
+    features = np.concatenate([c + rng.normal(size=(40, 16)) for c in centres])
+    truth = np.repeat(np.arange(3), 40)
+    cfg = NscnetConfig(k=3, pca_dim=8, final_reducer="umap", final_algorithm="hdbscan", min_cluster_size=10,
+                       umap_dim=2, seed=0)
+    processed, result, params = final_clustering(features, cfg)
+    assert processed.shape == (120, 2) and params.algorithm == "hdbscan"
+    from sklearn.metrics import normalized_mutual_info_score
+    assert normalized_mutual_info_score(truth, result.labels) > 0.9
+    assert result.centroids.shape[0] == result.labels.max() + 1

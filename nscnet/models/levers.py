@@ -34,11 +34,11 @@ log = logging.getLogger(__name__)
 # applied only where the user left the field at its default.
 PRESETS: dict[str, dict[str, Any]] = {
     "paper": {},
-    # benchmarks/quality.py "nscnet small_cnn 1ep pretrained +warm+reseed +umap10+kmeans"; give it
+    # benchmarks/quality.py "nscnet small_cnn 1ep pretrained +warm+reseed +umap10+kmeans -> umap10+hdbscan"; give it
     # --pretrained_run <id of a `nscnet pretrain` run> (the measured runs started from one)
     "quality": {"backbone": "small_cnn", "embedding_dim": 128, "lr": 1e-3, "pca_dim": 64, "batch_size": 64,
                 "epochs": 1, "kmeans_warm_start": True, "reseed_empty": True, "final_reducer": "umap",
-                "final_algorithm": "kmeans"},
+                "final_algorithm": "hdbscan", "min_cluster_size": 50, "min_samples": 10},
 }
 
 
@@ -134,6 +134,16 @@ def needs_final_clustering(cfg: NscnetConfig) -> bool:
     return bool(cfg.k_train and cfg.k_train != cfg.k) or cfg.final_reducer != "pca" or cfg.final_algorithm != "kmeans"
 
 
+def umap_reduce(x: np.ndarray, cfg: Any) -> np.ndarray:
+    """UMAP (umap_dim, umap_neighbors, umap_min_dist, seed of cfg) of x (N, d) -> (N, umap_dim) float32."""
+    import umap  # heavy import (numba): only when asked for
+
+    n = len(x)
+    reducer = umap.UMAP(n_components=max(1, min(cfg.umap_dim, n - 2)), n_neighbors=max(2, min(cfg.umap_neighbors, n - 1)),
+                        min_dist=cfg.umap_min_dist, random_state=cfg.seed, n_jobs=1)
+    return np.asarray(reducer.fit_transform(x), dtype=np.float32)
+
+
 def final_clustering(features: np.ndarray, cfg: NscnetConfig) -> tuple[np.ndarray, ClusterResult, Any]:
     """Final clustering of learned embeddings (N, D) at k: (clustered features, result, params used).
 
@@ -143,12 +153,7 @@ def final_clustering(features: np.ndarray, cfg: NscnetConfig) -> tuple[np.ndarra
     params = replace(cfg, algorithm=cfg.final_algorithm, k_train=0)
     processed, _ = postprocess(features, params)
     if cfg.final_reducer == "umap":
-        import umap  # heavy import (numba): only when asked for
-
-        n = len(processed)
-        reducer = umap.UMAP(n_components=max(1, min(cfg.umap_dim, n - 2)), n_neighbors=max(2, min(cfg.umap_neighbors, n - 1)),
-                            min_dist=cfg.umap_min_dist, random_state=cfg.seed, n_jobs=1)
-        processed = np.asarray(reducer.fit_transform(processed), dtype=np.float32)
+        processed = umap_reduce(processed, cfg)
     result = fit_clusters(processed, params)
     if result.centroids is None:  # what predict reads: the mean of every cluster
         k = max(int(result.labels.max()) + 1, 1)

@@ -25,12 +25,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from nscnet import tracking, training
-from nscnet.config import DataError, PretrainConfig
+from nscnet.config import DataError, PretrainConfig, replace
 from nscnet.dataset import TorchImages, read_dataset
 from nscnet.evaluate import evaluate_and_log
-from nscnet.models import register
+from nscnet.models import levers, register
 from nscnet.models.backbones import Embedder
 from nscnet.models.specaugment import SpecAugment, scaled
+from nscnet.postprocess import postprocess
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +149,12 @@ def run_pretrain(cfg: PretrainConfig) -> dict[str, Any]:
                                   "images_per_second": seen / max(seconds, 1e-9)}, step=epoch)
             print(f"pretrain epoch {epoch}: train_loss={loss:.4g}", flush=True)
         features = extract(model, images, 2 * cfg.batch_size, device)
-        metrics = evaluate_and_log(features, dataset, cfg)
+        if cfg.reducer == "umap":  # post-processing, then UMAP, then the clustering (nothing more on top)
+            reduced = levers.umap_reduce(postprocess(features, cfg)[0], cfg)
+            metrics = evaluate_and_log(reduced, dataset, replace(cfg, normalize=False, pca_dim=0, whiten=False, l2=False),
+                                       embeddings=features)
+        else:
+            metrics = evaluate_and_log(features, dataset, cfg)
         save_pretrained(model, cfg, dataset.image_shape)
         metrics.update(train_loss=losses[-1] if losses else None, first_loss=losses[0] if losses else None,
                        run_id=run.info.run_id)

@@ -93,7 +93,7 @@ def configurations(data: str, truth: np.ndarray, cache: dict):
 
     def pretrained(seed):
         key = f"pretrain-{seed}"
-        for row in cache.get("rows", []):  # a pretrain run of an earlier call (same MLflow store)
+        for row in cache.get("live", []) + cache.get("rows", []):  # a pretrain run of this or an earlier call
             if row["configuration"].startswith(PRETRAIN_NAME) and row["seed"] == seed and key not in cache:
                 cache[key] = {"run_id": row["run_id"]}
         if key not in cache:
@@ -116,7 +116,8 @@ def configurations(data: str, truth: np.ndarray, cache: dict):
 
     def nscnet_then(name, **levers):
         def run(seed):
-            match = [r for r in cache.get("rows", []) if r["configuration"] == name and r["seed"] == seed]
+            match = [r for r in cache.get("live", []) + cache.get("rows", [])
+                     if r["configuration"] == name and r["seed"] == seed]
             if not match:
                 raise SystemExit(f"run {name!r} seed {seed} first")
             run_id = match[0]["run_id"]
@@ -129,7 +130,6 @@ def configurations(data: str, truth: np.ndarray, cache: dict):
         "basenet pca64+whiten+l2+kmeans (paper)": basenet(pca_dim=64),
         "basenet umap10+hdbscan (Sainburg)": basenet(reducer="umap", algorithm="hdbscan", pca_dim=64, whiten=False,
                                                      l2=False, min_cluster_size=50, min_samples=10),
-        "basenet umap10+kmeans": basenet(reducer="umap", pca_dim=64, whiten=False, l2=False),
         PRETRAIN_NAME + " + pca64+kmeans": pretrain_then(),
         "pretrain small_cnn 3ep + umap10+kmeans": pretrain_then(final_reducer="umap"),
         "pretrain small_cnn 3ep + umap10+hdbscan": pretrain_then(final_reducer="umap", final_algorithm="hdbscan",
@@ -166,7 +166,7 @@ def main() -> None:
     data = dataset(work)
     truth = read_dataset(data).truth()
     seeds = [int(s) for s in args.seeds.split(",")]
-    cache: dict = {"rows": list(rows)}
+    cache: dict = {"rows": list(rows), "live": rows}  # live: the rows of this call, as they come
     for other in sorted(work.glob("*rows.json")):  # runs of earlier calls in the same MLflow store
         cache["rows"] += json.loads(other.read_text())
     for name, run in configurations(str(data), truth, cache).items():

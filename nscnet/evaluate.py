@@ -75,16 +75,15 @@ def log_figures(processed: np.ndarray, labels: np.ndarray, truth: np.ndarray | N
 
 
 def log_exports(dataset: Any, labels: np.ndarray, embeddings: np.ndarray | None) -> None:
-    """assignments.csv, audacity/, raven/ and embeddings.npy as artifacts of the active run."""
+    """assignments.csv, audacity/, raven/ and embeddings.npy as artifacts of the active run.
+
+    Written into one temporary folder and logged with a single `log_artifacts` call.
+    """
     with tempfile.TemporaryDirectory() as tmp:
-        out = write_exports(Path(tmp) / "exports", dataset.segments, labels,
-                            all_segments=getattr(dataset, "all_segments", None))
-        tracking.log_artifact(out / "assignments.csv")
-        tracking.log_artifacts(out / "audacity", "audacity")
-        tracking.log_artifacts(out / "raven", "raven")
+        out = write_exports(Path(tmp), dataset.segments, labels, all_segments=getattr(dataset, "all_segments", None))
         if embeddings is not None:
-            np.save(Path(tmp) / "embeddings.npy", np.asarray(embeddings, dtype=np.float32))
-            tracking.log_artifact(Path(tmp) / "embeddings.npy")
+            np.save(out / "embeddings.npy", np.asarray(embeddings, dtype=np.float32))
+        tracking.log_artifacts(out)
 
 
 def _selected(values: tuple[int, ...], rows: list[dict[str, Any]]) -> int:

@@ -184,6 +184,7 @@ class ClusterParams(PostprocessParams):
     silhouette_sample: int = param(5000, "silhouette on a seeded sample of this many points when N is larger")
     truth: bool = param(False, "score against the segments' reference labels (never used for fitting)")
     export: bool = param(True, "write assignments, label tracks and Raven tables")
+    figures: bool = param(True, "draw the projection, cluster-size and contingency figures (false: faster study trials)")
     seed: int = param(0, "random seed")
 
     def __post_init__(self) -> None:

@@ -139,7 +139,8 @@ def evaluate_and_log(features: np.ndarray, dataset: Any, params: Any, *, embeddi
 
     metrics["cluster_seconds"] = time.perf_counter() - started
     tracking.log_metrics({"cluster_seconds": metrics["cluster_seconds"]}, step=step)
-    log_figures(processed, result.labels, truth, prefix=prefix_figures, seed=params.seed)
+    if getattr(params, "figures", True):
+        log_figures(processed, result.labels, truth, prefix=prefix_figures, seed=params.seed)
     if params.export:
         if embeddings is None:
             embeddings = features if np.shape(features)[1] <= MAX_EMBEDDING_DIM else processed

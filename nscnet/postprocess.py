@@ -71,6 +71,7 @@ def postprocess(features: np.ndarray, params: Any) -> tuple[np.ndarray, dict[str
     """Fit and apply the post-processing of `params` to features (N, D) -> (N, d) float32.
 
     `params` is any config with the fields normalize, pca_dim, whiten, l2 and seed.
+    The notes also hold the fitted scikit-learn `pipeline` (for `predict`).
     DataError for fewer than 2 samples, non-finite values or all-identical feature vectors.
     """
     features = np.asarray(features)
@@ -89,6 +90,7 @@ def postprocess(features: np.ndarray, params: Any) -> tuple[np.ndarray, dict[str
                                         whiten=params.whiten, l2=params.l2, seed=getattr(params, "seed", 0),
                                         n_samples=n_samples, n_features=n_features)
     out = pipeline.fit_transform(features)
+    notes["pipeline"] = pipeline  # fitted: what `predict` applies to new features
     if "pca" in pipeline.named_steps:
         notes["pca_explained_variance"] = float(pipeline.named_steps["pca"].explained_variance_ratio_.sum())
     # whitening a component of (numerically) zero variance divides by zero: keep the finite part

@@ -1,15 +1,20 @@
 """`nscnet predict`: assign the segments of a new dataset to the clusters of a trained run.
 
-A trained NSCNet run keeps what this needs as artifacts: `model_state/state_dict.pt` and
-`model_state/model.json` (the network and the image size it expects), and
-`predict/postprocess.joblib` + `predict/centroids.npy` (the post-processing pipeline fitted
-on the final embeddings, and the final k-means centroids in that space). Each new segment
-is embedded, post-processed with the same fitted pipeline and given the nearest centroid's
-cluster. The exports (assignments.csv, Audacity and Raven label tracks) go to `out` and,
-with the embeddings, to a new MLflow run tagged with the source run.
+Every trained NSCNet, VAENet and BASENet run keeps under `predict/` what this needs (logged by
+`nscnet.evaluate.log_predict_state`): `predict.json` (image size, clustering algorithm),
+`postprocess.joblib` (the fitted pipeline from the model's raw features to the clustered
+space) and `centroids.npy` (the final k-means centroids in that space). Each new segment is
+embedded by the run's model, transformed by the same fitted pipeline and given the nearest
+centroid's cluster. The exports (assignments.csv, Audacity and Raven label tracks) go to `out`
+and, with the embeddings, to a new MLflow run tagged with the source run.
 
-Models register how to embed a dataset in `EMBEDDERS` (step name -> function), so another
-model adds predict support in one place.
+Raw features per model (`EMBEDDERS`, step name -> function):
+- nscnet: the trained embedder network (`model_state/`);
+- vaenet: the latent means of the logged VAE (`tracking.load_torch_model`);
+- basenet: the flattened pixels (its PCA / UMAP is part of the logged pipeline).
+
+Runs clustered by OPTICS / HDBSCAN have no centroids and are refused with a DataError, as are
+BASENet study trials (their features came from a cache, so the feature pipeline is unknown).
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from sklearn.metrics import pairwise_distances_argmin
 from nscnet import tracking, training
 from nscnet.config import ConfigError, DataError, PredictConfig
 from nscnet.dataset import Dataset, TorchImages, read_dataset
+from nscnet.evaluate import PREDICT_DIR
 from nscnet.export import write_exports
 
 log = logging.getLogger(__name__)
@@ -42,11 +48,6 @@ def embed_nscnet(run_id: str, dataset: Dataset, cfg: PredictConfig) -> np.ndarra
     from nscnet.models.nscnet import MODEL_DIR, extract_features, prepare_model
 
     description = json.loads(tracking.download_artifact(run_id, f"{MODEL_DIR}/model.json").read_text())
-    expected = tuple(description["image_shape"])
-    if expected != dataset.image_shape:
-        raise DataError(f"{cfg.data} holds images of {dataset.image_shape[0]} x {dataset.image_shape[1]} but run "
-                        f"{run_id} was trained on {expected[0]} x {expected[1]}: preprocess the new recordings "
-                        f"with n_mels={expected[0]} and frames={expected[1]}")
     state = training.load_checkpoint(tracking.download_artifact(run_id, f"{MODEL_DIR}/state_dict.pt"))
     model = Embedder(description["backbone"], embedding_dim=description["embedding_dim"],
                      pooling=description["pooling"], input_mode=description["input_mode"])
@@ -57,13 +58,52 @@ def embed_nscnet(run_id: str, dataset: Dataset, cfg: PredictConfig) -> np.ndarra
     return extract_features(model, loader, device, training.Precision(device, True))
 
 
-EMBEDDERS: dict[str, Callable[[str, Dataset, PredictConfig], np.ndarray]] = {"nscnet": embed_nscnet}
+def embed_vaenet(run_id: str, dataset: Dataset, cfg: PredictConfig) -> np.ndarray:
+    """Latent means (N, latent_dim) of the dataset by the VAE logged by a VAENet run."""
+    from nscnet.models.vaenet import encode
+
+    device = training.choose_device(cfg.device)
+    model = tracking.load_torch_model(run_id).to(device)
+    loader = training.make_loader(TorchImages(dataset.path), batch_size=64, num_workers=0, device=device)
+    amp = tracking.get_run(run_id).data.params.get("amp", "true") == "true"  # encode as the run did
+    return encode(model, loader, training.Precision(device, amp), device)
+
+
+def embed_basenet(run_id: str, dataset: Dataset, cfg: PredictConfig) -> np.ndarray:
+    """Flattened images (N, H*W): BASENet's PCA / UMAP is the first part of its logged pipeline."""
+    return dataset.flat()
+
+
+EMBEDDERS: dict[str, Callable[[str, Dataset, PredictConfig], np.ndarray]] = {
+    "nscnet": embed_nscnet, "vaenet": embed_vaenet, "basenet": embed_basenet}
+
+
+def predict_state(run_id: str, step: str) -> dict[str, Any]:
+    """The run's `predict/predict.json`; DataError when the run cannot predict (no k-means)."""
+    try:
+        state = json.loads(tracking.download_artifact(run_id, f"{PREDICT_DIR}/predict.json").read_text())
+    except DataError:
+        hint = (" (a BASENet study trial clusters cached features: rerun `nscnet basenet` with its parameters)"
+                if step == "basenet" else " (made before predict support: train it again)")
+        raise DataError(f"run {run_id} has no {PREDICT_DIR}/predict.json and cannot predict{hint}") from None
+    if state.get("algorithm", "kmeans") != "kmeans":
+        raise DataError(f"run {run_id} clustered with algorithm={state['algorithm']}, which has no centroids: "
+                        "predict needs a k-means run (algorithm=kmeans)")
+    return state
+
+
+def check_image_shape(expected: tuple[int, int], dataset: Dataset, run_id: str, data: str) -> None:
+    """DataError naming both sizes when the dataset's images (H, W) differ from the run's."""
+    if tuple(expected) != tuple(dataset.image_shape):
+        raise DataError(f"{data} holds images of {dataset.image_shape[0]} x {dataset.image_shape[1]} but run "
+                        f"{run_id} was trained on {expected[0]} x {expected[1]}: preprocess the new recordings "
+                        f"with n_mels={expected[0]} and frames={expected[1]}")
 
 
 def assign(run_id: str, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(labels (N,), processed (N, d)) of features under the fitted pipeline and centroids of a run."""
-    pipeline = joblib.load(tracking.download_artifact(run_id, "predict/postprocess.joblib"))
-    centroids = np.load(tracking.download_artifact(run_id, "predict/centroids.npy"))
+    pipeline = joblib.load(tracking.download_artifact(run_id, f"{PREDICT_DIR}/postprocess.joblib"))
+    centroids = np.load(tracking.download_artifact(run_id, f"{PREDICT_DIR}/centroids.npy"))
     processed = np.nan_to_num(np.asarray(pipeline.transform(features), dtype=np.float32))
     return nearest_centroid(processed, centroids), processed
 
@@ -77,7 +117,9 @@ def run_predict(cfg: PredictConfig) -> dict[str, Any]:
     if step not in EMBEDDERS:
         raise DataError(f"run {cfg.run_id} was made by {step or 'another program'!r}; predict supports "
                         f"{', '.join(sorted(EMBEDDERS))} runs")
+    state = predict_state(cfg.run_id, step)
     dataset = read_dataset(cfg.data)
+    check_image_shape(tuple(state["image_shape"]), dataset, cfg.run_id, cfg.data)
     with tracking.start_run(cfg, "predict", tags={"nscnet.source_run": cfg.run_id, "nscnet.source_step": step}) as run:
         features = EMBEDDERS[step](cfg.run_id, dataset, cfg)
         labels, _ = assign(cfg.run_id, features)

@@ -29,6 +29,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_DB = "mlflow.db"
 DEFAULT_ARTIFACTS = "mlartifacts"
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+LONG_STEPS = frozenset({"preprocess", "nscnet", "vaenet", "pretrain"})
 
 
 def tracking_uri() -> str:
@@ -58,7 +60,9 @@ def setup(experiment: str) -> str:
         root = _artifact_root(uri)
         location = f"{root}/{experiment}" if root else None
         try:
-            experiment_id = mlflow.create_experiment(experiment, artifact_location=location)
+            # the kind tag makes the MLflow UI open on its training-runs view, not the GenAI one
+            experiment_id = mlflow.create_experiment(experiment, artifact_location=location,
+                                                     tags={EXPERIMENT_KIND_TAG: "custom_model_development"})
         except mlflow.exceptions.MlflowException:  # created by a concurrent worker meanwhile
             experiment_id = mlflow.get_experiment_by_name(experiment).experiment_id
     mlflow.set_experiment(experiment_id=experiment_id)
@@ -68,8 +72,11 @@ def setup(experiment: str) -> str:
 @contextlib.contextmanager
 def start_run(cfg: Any, step: str, *, run_id: str | None = None, nested: bool = False,
               run_name: str | None = None, tags: Mapping[str, str] | None = None,
-              system_metrics: bool = False, log_config: bool = True) -> Iterator[Any]:
+              system_metrics: bool | None = None, log_config: bool = True) -> Iterator[Any]:
     """Open (or resume, with `run_id`) the MLflow run of one step; params logged from `cfg`.
+
+    system_metrics: sample CPU, memory (and GPU through pynvml) into `system/*` metrics;
+    by default on for the long steps (LONG_STEPS).
 
     A run that raises is marked FAILED and re-raises; KeyboardInterrupt marks it KILLED.
     """
@@ -90,6 +97,8 @@ def start_run(cfg: Any, step: str, *, run_id: str | None = None, nested: bool = 
             MlflowClient().get_run(run_id)
         except mlflow.exceptions.MlflowException:
             raise DataError(f"no MLflow run with id {run_id!r} in {tracking_uri()}") from None
+    if system_metrics is None:
+        system_metrics = step in LONG_STEPS
     all_tags = {"nscnet.step": step, **(tags or {})}
     # tags go with the run's creation (or resumption): one store round trip less than set_tags
     kwargs: dict[str, Any] = dict(run_id=run_id or None, nested=nested, log_system_metrics=system_metrics,

@@ -104,3 +104,22 @@ def test_same_code_logs_through_a_real_mlflow_server(tmp_path, monkeypatch):
     finally:
         os.killpg(server.pid, 15)
         server.wait(timeout=30)
+
+
+def test_long_steps_log_system_metrics_and_experiments_open_on_training_runs(tracking, monkeypatch):
+    monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "0.5")
+    monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLES_BEFORE_LOGGING", "1")
+    cfg = BasenetConfig(experiment="system-metrics")
+    with trk.start_run(cfg, "nscnet") as run:
+        deadline = time.time() + 30
+        while time.time() < deadline and not any(
+                k.startswith("system/") for k in trk.get_run(run.info.run_id).data.metrics):
+            time.sleep(0.5)
+    metrics = trk.get_run(run.info.run_id).data.metrics
+    assert "system/cpu_utilization_percentage" in metrics and "system/system_memory_usage_megabytes" in metrics
+    with trk.start_run(cfg, "basenet") as short:
+        pass
+    assert not any(k.startswith("system/") for k in trk.get_run(short.info.run_id).data.metrics)
+    import mlflow
+
+    assert mlflow.get_experiment_by_name("system-metrics").tags[trk.EXPERIMENT_KIND_TAG] == "custom_model_development"

@@ -21,7 +21,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import joblib
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -30,7 +29,7 @@ from sklearn.metrics import normalized_mutual_info_score
 from nscnet import plots, tracking, training
 from nscnet.config import ConfigError, DataError, NscnetConfig
 from nscnet.dataset import Dataset, TorchImages, read_dataset
-from nscnet.evaluate import cluster_features, log_exports, log_figures, score
+from nscnet.evaluate import cluster_features, log_exports, log_figures, log_predict_state, score
 from nscnet.models import register
 from nscnet.models.arcface import make_head
 from nscnet.models.backbones import Embedder, load_backbone_weights
@@ -42,7 +41,6 @@ log = logging.getLogger(__name__)
 
 STEP = "nscnet"
 MODEL_DIR = "model_state"  # artifact folder: state_dict.pt + model.json (predict reads these)
-PREDICT_DIR = "predict"    # artifact folder: postprocess.joblib + centroids.npy
 
 
 # --------------------------------------------------------------------------- model pieces
@@ -281,11 +279,7 @@ def log_results(cfg: NscnetConfig, dataset: Dataset, model: torch.nn.Module, hea
         # the post-processing refitted on the final features is the same pipeline (same seed)
         pipeline, _ = build_postprocess(normalize=cfg.normalize, pca_dim=cfg.pca_dim, whiten=cfg.whiten, l2=cfg.l2,
                                         seed=cfg.seed, n_samples=len(features), n_features=features.shape[1])
-        pipeline.fit(features)
-        joblib.dump(pipeline, tmp / "postprocess.joblib")
-        np.save(tmp / "centroids.npy", np.asarray(centroids, dtype=np.float32))
-        tracking.log_artifact(tmp / "postprocess.joblib", PREDICT_DIR)
-        tracking.log_artifact(tmp / "centroids.npy", PREDICT_DIR)
+        log_predict_state(pipeline.fit(features), centroids, dataset.image_shape)
         cpu_model = model.to("cpu").to(memory_format=torch.contiguous_format).eval()
         heads = {} if head is None else {"head": head.to("cpu").state_dict()}  # head of the last trained epoch
         torch.save({"embedder": cpu_model.state_dict(), **heads}, tmp / "state_dict.pt")

@@ -8,7 +8,8 @@ NSCNet); post-processing, clustering, metrics, figures and exports from `nscnet.
     for each epoch: train on the shuffled training split -> validation loss -> log
                     recon_loss, kl_loss, train_loss, val_loss -> reconstruction figure ->
                     checkpoint -> early stopping on val_loss
-    then: latent means of every segment -> post-processing -> clustering -> metrics, exports
+    then: latent means of every segment -> post-processing -> clustering -> metrics, exports,
+          the model and `predict/` (fitted post-processing + centroids) for `nscnet predict`
 
 A run killed at any point continues with `--resume <run id>` from its last finished epoch;
 with a fixed seed on CPU it ends with the same model and assignments as an uninterrupted run,
@@ -256,7 +257,7 @@ def run_vaenet(cfg: VaenetConfig) -> dict[str, Any]:
         tracking.log_metrics({"segments_per_second": len(features) / max(time.perf_counter() - start, 1e-9),
                               "epochs_trained": epochs_done})
 
-        result = evaluate_and_log(features, dataset, cfg, embeddings=features)
+        result = evaluate_and_log(features, dataset, cfg, embeddings=features, log_predict=True)
         # explicit requirements: MLflow's inference would re-import the model in a subprocess (~9 s)
         tracking.log_torch_model(model.cpu(), pip_requirements=[f"torch=={torch.__version__.split('+')[0]}",
                                                                 f"nscnet=={nscnet.__version__}"])

@@ -1,0 +1,141 @@
+"""`nscnet predict` for VAENet and BASENet runs: the training data reproduces the run's own
+assignments, exports and the new run's tags, and bad inputs (other image size, OPTICS/HDBSCAN
+runs, study trials, unknown runs) give clear errors. NSCNet's predict is in test_nscnet.py.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from nscnet import tracking as T
+from nscnet.cli import main
+from nscnet.config import BasenetConfig, ConfigError, DataError, PredictConfig, VaenetConfig
+from nscnet.models.basenet import compute_features, run_basenet
+from nscnet.dataset import IMAGES, SEGMENTS, open_image_writer, read_dataset
+from nscnet.predict import run_predict
+from tests.fixtures_cluster import make_blob_dataset
+from tests.fixtures_vae import write_dataset
+
+VAE = dict(filters=(4, 8, 8, 16, 16), dense_units=32, latent_dim=4, epochs=2, batch_size=8, k=3, pca_dim=4,
+           whiten=False, n_reconstructions=0, device="cpu", threads=1, num_workers=0, seed=0)
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """One SQLite MLflow store for the module, the tests run in its folder, figures HTML only."""
+    root = tmp_path_factory.mktemp("predict")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(root)
+        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
+        mp.setenv("NSCNET_FIGURE_PNG", "false")
+        yield root
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def blobs(store):
+    return make_blob_dataset(store / "blobs", classes=4, per_class=12, skipped=2)
+
+
+@pytest.fixture(scope="module")
+def basenet_run(store, blobs):
+    return run_basenet(BasenetConfig(data=str(blobs), k=4, pca_dim=8))
+
+
+@pytest.fixture(scope="module")
+def vaenet_run(store):
+    data = write_dataset(store / "contours", n=24, height=32, width=64)
+    return data, run_vaenet_small(data)
+
+
+def run_vaenet_small(data, **extra):
+    from nscnet.models.vaenet import run_vaenet
+
+    return run_vaenet(VaenetConfig(data=str(data), **{**VAE, **extra}))
+
+
+def _assignments(run_id: str) -> pd.DataFrame:
+    return pd.read_csv(T.download_artifact(run_id, "assignments.csv"))
+
+
+def _same_assignments(run_id: str, out) -> None:
+    predicted = pd.read_csv(out / "assignments.csv")
+    reference = _assignments(run_id)
+    assert predicted["segment_id"].tolist() == reference["segment_id"].tolist()
+    assert predicted["cluster"].tolist() == reference["cluster"].tolist()
+
+
+def test_basenet_predict_of_its_training_data_reproduces_its_assignments(store, blobs, basenet_run):
+    run_id = basenet_run["run_id"]
+    assert {"predict/predict.json", "predict/postprocess.joblib", "predict/centroids.npy"} <= set(
+        T.list_artifacts(run_id, "predict"))
+    assert main(["predict", "--run_id", run_id, "--data", str(blobs), "--out", str(store / "pb")]) == 0
+    _same_assignments(run_id, store / "pb")
+    assert (store / "pb" / "raven").is_dir() and (store / "pb" / "audacity").is_dir()
+    new = T.search_runs("nscnet").sort_values("start_time").iloc[-1]
+    run = T.get_run(new["run_id"])
+    assert run.data.tags["nscnet.source_run"] == run_id and run.data.tags["nscnet.source_step"] == "basenet"
+    assert run.data.metrics["n_segments"] == 48 and run.data.metrics["n_clusters"] == 4
+    assert "assignments.csv" in T.list_artifacts(run.info.run_id)
+
+
+def noisier_copy(source, path, *, noise: float = 0.05, seed: int = 7):
+    """The ok segments of a dataset again, each image with fresh noise: new recordings of the same types."""
+    dataset = read_dataset(source)
+    path.mkdir()
+    images = open_image_writer(path / IMAGES, len(dataset), *dataset.image_shape)
+    rng = np.random.default_rng(seed)
+    images[:] = np.clip(np.asarray(dataset.images, dtype=np.float32) + rng.normal(0, noise, dataset.images.shape), 0, 1)
+    images.flush()
+    dataset.segments.to_csv(path / SEGMENTS, index=False)
+    return path
+
+
+def test_basenet_predict_puts_new_segments_in_their_own_class_cluster(store, blobs, basenet_run):
+    fresh = noisier_copy(blobs, store / "fresh")
+    result = run_predict(PredictConfig(run_id=basenet_run["run_id"], data=str(fresh), out=str(store / "pf")))
+    predicted = pd.read_csv(store / "pf" / "assignments.csv")
+    classes = read_dataset(fresh).segments["label"].to_numpy()
+    per_class = predicted.groupby(classes)["cluster"]
+    assert (per_class.nunique() == 1).all() and per_class.first().nunique() == 4
+    assert result["n_segments"] == 48
+
+
+def test_vaenet_predict_of_its_training_data_reproduces_its_assignments(store, vaenet_run):
+    data, trained = vaenet_run
+    assert "predict/centroids.npy" in T.list_artifacts(trained["run_id"], "predict")
+    result = run_predict(PredictConfig(run_id=trained["run_id"], data=str(data), out=str(store / "pv"), device="cpu"))
+    _same_assignments(trained["run_id"], store / "pv")
+    assert result["n_segments"] == 24 and (store / "pv" / "embeddings.npy").exists()
+    assert T.get_run(result["run_id"]).data.tags["nscnet.source_step"] == "vaenet"
+
+
+def test_other_image_sizes_are_refused_naming_both_sizes(store, basenet_run, vaenet_run):
+    wide = make_blob_dataset(store / "wide", classes=2, per_class=4, width=20)
+    with pytest.raises(DataError, match="8 x 20.*8 x 16"):
+        run_predict(PredictConfig(run_id=basenet_run["run_id"], data=str(wide), out=str(store / "p1")))
+    with pytest.raises(DataError, match="8 x 20.*32 x 64.*n_mels=32 and frames=64"):
+        run_predict(PredictConfig(run_id=vaenet_run[1]["run_id"], data=str(wide), out=str(store / "p2")))
+
+
+def test_runs_without_centroids_or_state_are_refused(store, blobs):
+    hdbscan = run_basenet(BasenetConfig(data=str(blobs), algorithm="hdbscan", min_samples=3, pca_dim=8))
+    with pytest.raises(DataError, match="algorithm=hdbscan, which has no centroids"):
+        run_predict(PredictConfig(run_id=hdbscan["run_id"], data=str(blobs), out=str(store / "p3")))
+    cfg = BasenetConfig(data=str(blobs), k=4, pca_dim=8)  # a study trial: features from a cache
+    cached = run_basenet(cfg, features=compute_features(cfg, read_dataset(blobs)))
+    with pytest.raises(DataError, match="no predict/predict.json.*study trial"):
+        run_predict(PredictConfig(run_id=cached["run_id"], data=str(blobs), out=str(store / "p4")))
+    with T.start_run(BasenetConfig(), "cluster") as other:
+        pass
+    with pytest.raises(DataError, match="made by 'cluster'; predict supports basenet, nscnet, vaenet"):
+        run_predict(PredictConfig(run_id=other.info.run_id, data=str(blobs), out=str(store / "p5")))
+    with pytest.raises(DataError, match="no MLflow run"):
+        run_predict(PredictConfig(run_id="feedfacefeedface", data=str(blobs), out=str(store / "p6")))
+    with pytest.raises(ConfigError, match="run_id=''"):
+        run_predict(PredictConfig(run_id="", data=str(blobs)))

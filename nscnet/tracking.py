@@ -343,10 +343,3 @@ _last_started: str | None = None
 def last_run_id() -> str | None:
     """Id of the run that `start_run` opened last in this process (e.g. a study trial's run)."""
     return _last_started
-
-
-def tag_run(run_id: str, tags: Mapping[str, Any]) -> None:
-    """Set tags on a run that is not the active one."""
-    client = MlflowClient(tracking_uri())
-    for key, value in tags.items():
-        client.set_tag(run_id, key, str(value))

@@ -186,6 +186,7 @@ class ClusterParams(PostprocessParams):
     stability_runs: int = param(3, "label-free stability: re-cluster this many seeded 80% resamples and "
                                    "log the mean NMI with the full clustering (0 = off)")
     export: bool = param(True, "write assignments, label tracks and Raven tables")
+    figures: bool = param(True, "draw the projection, cluster-size and contingency figures (false: faster study trials)")
     seed: int = param(0, "random seed")
 
     def __post_init__(self) -> None:

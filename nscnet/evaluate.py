@@ -99,16 +99,15 @@ def log_figures(processed: np.ndarray, labels: np.ndarray, truth: np.ndarray | N
 
 
 def log_exports(dataset: Any, labels: np.ndarray, embeddings: np.ndarray | None) -> None:
-    """assignments.csv, audacity/, raven/ and embeddings.npy as artifacts of the active run."""
+    """assignments.csv, audacity/, raven/ and embeddings.npy as artifacts of the active run.
+
+    Written into one temporary folder and logged with a single `log_artifacts` call.
+    """
     with tempfile.TemporaryDirectory() as tmp:
-        out = write_exports(Path(tmp) / "exports", dataset.segments, labels,
-                            all_segments=getattr(dataset, "all_segments", None))
-        tracking.log_artifact(out / "assignments.csv")
-        tracking.log_artifacts(out / "audacity", "audacity")
-        tracking.log_artifacts(out / "raven", "raven")
+        out = write_exports(Path(tmp), dataset.segments, labels, all_segments=getattr(dataset, "all_segments", None))
         if embeddings is not None:
-            np.save(Path(tmp) / "embeddings.npy", np.asarray(embeddings, dtype=np.float32))
-            tracking.log_artifact(Path(tmp) / "embeddings.npy")
+            np.save(out / "embeddings.npy", np.asarray(embeddings, dtype=np.float32))
+        tracking.log_artifacts(out)
 
 
 def log_predict_state(pipeline: Any, centroids: np.ndarray | None, image_shape: tuple[int, int], *,
@@ -123,12 +122,10 @@ def log_predict_state(pipeline: Any, centroids: np.ndarray | None, image_shape: 
         tmp = Path(tmp)
         (tmp / "predict.json").write_text(json.dumps({"image_shape": [int(v) for v in image_shape],
                                                       "algorithm": algorithm}, indent=2))
-        tracking.log_artifact(tmp / "predict.json", PREDICT_DIR)
         if centroids is not None:
             joblib.dump(pipeline, tmp / "postprocess.joblib")
             np.save(tmp / "centroids.npy", np.asarray(centroids, dtype=np.float32))
-            tracking.log_artifact(tmp / "postprocess.joblib", PREDICT_DIR)
-            tracking.log_artifact(tmp / "centroids.npy", PREDICT_DIR)
+        tracking.log_artifacts(tmp, PREDICT_DIR)  # one upload for the folder
 
 
 def _selected(values: tuple[int, ...], rows: list[dict[str, Any]]) -> int:
@@ -189,7 +186,8 @@ def evaluate_and_log(features: np.ndarray, dataset: Any, params: Any, *, embeddi
     add_stability(processed, result, params, metrics, step=step)
     metrics["cluster_seconds"] = time.perf_counter() - started
     tracking.log_metrics({"cluster_seconds": metrics["cluster_seconds"]}, step=step)
-    log_figures(processed, result.labels, truth, prefix=prefix_figures, seed=params.seed)
+    if getattr(params, "figures", True):
+        log_figures(processed, result.labels, truth, prefix=prefix_figures, seed=params.seed)
     if log_predict:
         pipeline = notes["pipeline"]
         if feature_pipeline is not None:

@@ -67,8 +67,10 @@ def lda_projection(features: np.ndarray, labels: np.ndarray, *, title: str = "",
                                        marker=dict(size=4)))
     else:
         rows = ~noise
+        # hover text from customdata (one array) rather than a list of N strings: plotly
+        # validates lists element by element, a large share of a study trial's figure time
         fig.add_trace(go.Scattergl(x=xy[rows, 0], y=xy[rows, 1], mode="markers", name="clusters",
-                                   text=[f"cluster {c}" for c in labels[rows]],
+                                   customdata=labels[rows], hovertemplate="cluster %{customdata}<extra></extra>",
                                    marker=dict(size=3, color=labels[rows], colorscale="Turbo",
                                                colorbar=dict(title="cluster"))))
     fig.update_layout(title=title or f"{method} projection of the features ({len(clusters)} clusters)",

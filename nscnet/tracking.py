@@ -99,7 +99,10 @@ def start_run(cfg: Any, step: str, *, run_id: str | None = None, nested: bool = 
             raise DataError(f"no MLflow run with id {run_id!r} in {tracking_uri()}") from None
     if system_metrics is None:
         system_metrics = step in LONG_STEPS
-    kwargs: dict[str, Any] = dict(run_id=run_id or None, nested=nested, log_system_metrics=system_metrics)
+    all_tags = {"nscnet.step": step, **(tags or {})}
+    # tags go with the run's creation (or resumption): one store round trip less than set_tags
+    kwargs: dict[str, Any] = dict(run_id=run_id or None, nested=nested, log_system_metrics=system_metrics,
+                                  tags={k: str(v) for k, v in all_tags.items()})
     if not run_id:
         kwargs["run_name"] = run_name
     active = mlflow.active_run()
@@ -108,9 +111,9 @@ def start_run(cfg: Any, step: str, *, run_id: str | None = None, nested: bool = 
     with mlflow.start_run(**kwargs) as run:
         global _last_started
         _last_started = run.info.run_id
+        if not run_id and not project_run:
+            _params_seen[run.info.run_id] = set()  # a new run: no params yet, no need to ask the store
         try:
-            all_tags = {"nscnet.step": step, **(tags or {})}
-            mlflow.set_tags(all_tags)
             if log_config and not run_id:
                 log_params(to_params(cfg))
             yield run
@@ -135,14 +138,24 @@ def _param_text(value: Any) -> str:
     return str(value)[:6000]
 
 
+# run id -> names of the params it holds: the store is asked once per resumed run, never per call
+_params_seen: dict[str, set[str]] = {}
+
+
 def log_params(params: Mapping[str, Any]) -> None:
     """Log params as text; those the run already has (e.g. from `mlflow run -P`) are kept."""
     run = mlflow.active_run()
-    existing = MlflowClient().get_run(run.info.run_id).data.params if run else {}
-    clean = {k: _param_text(v) for k, v in params.items() if k not in existing}
+    if run is None:
+        seen: set[str] = set()
+    else:
+        seen = _params_seen.get(run.info.run_id)
+        if seen is None:
+            seen = _params_seen[run.info.run_id] = set(MlflowClient().get_run(run.info.run_id).data.params)
+    clean = {k: _param_text(v) for k, v in params.items() if k not in seen}
     items = list(clean.items())
     for start in range(0, len(items), 100):
         mlflow.log_params(dict(items[start:start + 100]))
+    seen.update(clean)
 
 
 def log_metrics(metrics: Mapping[str, Any], step: int | None = None) -> None:
@@ -330,10 +343,3 @@ _last_started: str | None = None
 def last_run_id() -> str | None:
     """Id of the run that `start_run` opened last in this process (e.g. a study trial's run)."""
     return _last_started
-
-
-def tag_run(run_id: str, tags: Mapping[str, Any]) -> None:
-    """Set tags on a run that is not the active one."""
-    client = MlflowClient(tracking_uri())
-    for key, value in tags.items():
-        client.set_tag(run_id, key, str(value))

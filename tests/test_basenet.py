@@ -76,14 +76,16 @@ def test_cli_run_logs_params_metrics_figures_and_exports(experiment, tmp_path):
 def test_k_sweep_logs_each_k_as_a_step_and_draws_the_elbow(experiment, tmp_path):
     data = make_blob_dataset(tmp_path / "ds", classes=4, per_class=20)
     assert basenet(experiment, "--data", str(data), "--k_values", "8,2,4", "--pca_dim", "8", "--whiten", "false",
-                 "--l2", "false", "--truth", "--export", "false") == 0
+                 "--l2", "false", "--truth", "--export", "false", "--figures", "false") == 0
     run = only_run(experiment)
     inertia = mlf.metric_history(run.info.run_id, "inertia")
     assert [step for step, _ in inertia] == [2, 4, 8]
     assert inertia[0][1] > inertia[1][1] > inertia[2][1]  # the elbow falls with K
     assert [step for step, _ in mlf.metric_history(run.info.run_id, "nmi_truth")] == [2, 4, 8]
     assert run.data.params["selected_k"] == "4"  # the best silhouette is at the true K
-    assert "figures/sweep_k.html" in mlf.list_artifacts(run.info.run_id, "figures")
+    figures = mlf.list_artifacts(run.info.run_id, "figures")
+    assert "figures/sweep_k.html" in figures  # the sweep's own figure stays with figures=false
+    assert not {"figures/lda_2d.html", "figures/cluster_sizes.html", "figures/contingency.html"} & set(figures)
     assert "assignments.csv" not in mlf.list_artifacts(run.info.run_id)
 
 

@@ -2,9 +2,10 @@
 
 `compute_features(cfg, dataset)` does the expensive, K-independent part once (flatten, then
 standardize + PCA(pca_dim) without whitening or L2, or UMAP(umap_dim) as in AVGN, Sainburg et
-al. 2020); studies cache its output across trials and pass it to `run_basenet(cfg,
-features=...)`. `run_basenet` opens the MLflow run and hands the features to the shared
-`nscnet.evaluate.evaluate_and_log`, which applies whitening / L2 and clusters.
+al. 2020); studies cache its output across trials, keyed on `FEATURE_FIELDS` only, and pass
+it to `run_basenet(cfg, features=...)`. `run_basenet` opens the MLflow run and hands the
+features to the shared `nscnet.evaluate.evaluate_and_log`, which applies whitening / L2 and
+clusters.
 
 PCA(d) of features that already are a PCA(d) projection is a rotation, so whitening after it
 is exactly the whitening of the single pipeline of DESIGN.md (standardize, PCA, whiten, L2).
@@ -32,6 +33,10 @@ from nscnet.models import register
 from nscnet.postprocess import postprocess
 
 log = logging.getLogger(__name__)
+
+# The config fields `compute_features` reads; whitening, L2 and every clustering field are applied
+# afterwards (`evaluation_params`), so studies key their feature cache on these fields only.
+FEATURE_FIELDS = ("data", "normalize", "pca_dim", "reducer", "umap_dim", "umap_neighbors", "umap_min_dist", "seed")
 
 
 def compute_features(cfg: BasenetConfig, dataset: Dataset) -> np.ndarray:

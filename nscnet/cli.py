@@ -52,7 +52,7 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
         shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
         if isinstance(default, bool):
             shown = str(default).lower()
-        help_text = f"{f.metadata.get('help', '')} (default: {shown})"
+        help_text = f"{f.metadata.get('help', '')} (default: {shown})".replace("%", "%%")  # argparse formats help
         extra: dict[str, Any] = {}
         if kind is bool:
             extra = {"nargs": "?", "const": True}

@@ -18,6 +18,7 @@ step entropy --audio demo/audio
 step nscnet --data demo/dataset --k 8 --epochs 3 --backbone small_cnn --truth true --num_workers 0
 NSCNET=$(run_id)
 step predict --run_id "$NSCNET" --data demo/dataset --out demo/predictions
+step pretrain --data demo/dataset --k 8 --epochs 2 --truth true --num_workers 0
 step vaenet --data demo/dataset --k 8 --epochs 3 --truth true --num_workers 0
 step study --model basenet --data demo/dataset --n_trials 12 --k_min 2 --k_max 32 --params k --truth true --overrides whiten=false,l2=false,pca_dim=32 --study_name demo-basenet
 

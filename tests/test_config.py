@@ -50,3 +50,15 @@ def test_bad_values_raise_config_error_naming_the_value(cls, changes, word):
 def test_params_flatten_tuples():
     params = C.to_params(C.BasenetConfig(k_values=(64, 128)))
     assert params["k_values"] == "64,128" and params["pca_dim"] == 128
+
+
+@pytest.mark.parametrize("step", sorted(STEPS))
+def test_every_step_prints_its_help_with_every_parameter(step, capsys):
+    from nscnet.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main([step, "--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    for f in C.fields(STEPS[step].config):
+        assert f"--{f.name}" in text

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from nscnet.audio.features import encode, fit_duration, hop_length_for
+from nscnet.audio.features import encode, fit_duration, hop_length_for, warm_up
 from nscnet.audio.labels import Inventory, Track, collect
 from nscnet.audio.segments import cut_track
 from nscnet.config import DataError, PreprocessConfig, to_params
@@ -159,6 +159,7 @@ def _ordered_results(tracks: list[Track], cfg: PreprocessConfig):
             for track in tracks:
                 yield process_track(track, cfg)
         return
+    warm_up(sr=cfg.sample_rate, n_fft=cfg.n_fft)  # compile numba kernels once, before the workers
     with cf.ProcessPoolExecutor(max_workers=cfg.workers, initializer=_init_worker) as pool:
         window: collections.deque = collections.deque()
         pending = iter(tracks)

@@ -43,3 +43,18 @@ def tracking(tmp_path, monkeypatch) -> str:
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     return uri
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _numba_kernels_compiled_once():
+    """Compile librosa's numba kernels in this process before any test starts worker or CLI
+    processes: concurrent first compilations can pair on-disk cache files from different
+    processes and crash (numba issue 10128; seen here as a segfault in chroma_stft)."""
+    import numpy as np
+
+    from nscnet.analysis.entropy import segment_entropy
+    from nscnet.audio.features import warm_up
+
+    warm_up()
+    segment_entropy(np.random.default_rng(0).standard_normal(11025).astype(np.float32), sr=22050)
+    yield

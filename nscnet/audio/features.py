@@ -149,3 +149,16 @@ def encode(y: np.ndarray, *, sr: int, encoding: str = "mel", height: int = 64, f
     if encoding == "waveform":
         return waveform_image(y, height=height, frames=frames)
     raise ValueError(f"encoding={encoding!r} is not one of mel, chroma, mfcc, waveform")
+
+
+def warm_up(*, sr: int = 22050, n_fft: int = 1024) -> None:
+    """Compile librosa's numba kernels once, in this process, before any worker starts.
+
+    librosa caches its numba kernels on disk (`cache=True`); processes that compile the same
+    kernel at once can pair cache files from different processes and crash on loading them
+    (numba issue 10128). Compiling first, in one process, leaves nothing for workers to race on.
+    """
+    rng = np.random.default_rng(0)
+    y = rng.standard_normal(sr // 2).astype(np.float32) * 0.1
+    for encoding, height in (("mel", 16), ("chroma", 12), ("mfcc", 13)):
+        encode(y, sr=sr, encoding=encoding, height=height, frames=16, n_fft=n_fft)

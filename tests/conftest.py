@@ -56,5 +56,7 @@ def _numba_kernels_compiled_once():
     from nscnet.audio.features import warm_up
 
     warm_up()
-    segment_entropy(np.random.default_rng(0).standard_normal(11025).astype(np.float32), sr=22050)
+    noise = np.random.default_rng(0).standard_normal(11025)
+    for dtype in (np.float32, np.float64):
+        segment_entropy(noise.astype(dtype), sr=22050)
     yield

@@ -158,7 +158,7 @@ def warm_up(*, sr: int = 22050, n_fft: int = 1024) -> None:
     kernel at once can pair cache files from different processes and crash on loading them
     (numba issue 10128). Compiling first, in one process, leaves nothing for workers to race on.
     """
-    rng = np.random.default_rng(0)
-    y = rng.standard_normal(sr // 2).astype(np.float32) * 0.1
-    for encoding, height in (("mel", 16), ("chroma", 12), ("mfcc", 13)):
-        encode(y, sr=sr, encoding=encoding, height=height, frames=16, n_fft=n_fft)
+    noise = np.random.default_rng(0).standard_normal(sr // 2) * 0.1
+    for dtype in (np.float32, np.float64):  # kernels are compiled per dtype
+        for encoding, height in (("mel", 16), ("chroma", 12), ("mfcc", 13)):
+            encode(noise.astype(dtype), sr=sr, encoding=encoding, height=height, frames=16, n_fft=n_fft)

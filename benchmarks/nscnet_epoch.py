@@ -186,7 +186,7 @@ def memory_child(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         os.chdir(tmp)
         os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp}/mlflow.db"
-        os.environ["NSCNET_PNG"] = "false"
+        os.environ["NSCNET_FIGURE_PNG"] = "false"
         os.environ["NSCNET_RUNS_DIR"] = f"{tmp}/checkpoints"
         if args.child_data:
             data = Path(args.child_data).resolve()

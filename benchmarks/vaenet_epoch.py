@@ -138,7 +138,7 @@ def memory_child(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         os.chdir(tmp)
         os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp}/mlflow.db"
-        os.environ["NSCNET_PNG"] = "false"
+        os.environ["NSCNET_FIGURE_PNG"] = "false"
         data = random_dataset(Path(tmp) / "data", args.child, args.memory_height, args.memory_width)
         peak: dict = {}
         stop = threading.Event()

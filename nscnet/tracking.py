@@ -200,7 +200,6 @@ def _write_png(fig: Any, path: Path) -> None:
     global _png_server
     if not _png_server:
         import atexit
-        import warnings
 
         import kaleido
 
@@ -209,8 +208,6 @@ def _write_png(fig: Any, path: Path) -> None:
             kaleido.start_sync_server(silence_warnings=True)
         atexit.register(kaleido.stop_sync_server, silence_warnings=True)
         _png_server = True
-    import warnings
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "kopts ignored when using a server"
         fig.write_image(path, width=900, height=600)

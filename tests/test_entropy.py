@@ -54,7 +54,7 @@ def test_silent_frames_are_left_out():
 
 
 def test_run_entropy_on_written_recordings(tracking, tmp_path, monkeypatch):
-    monkeypatch.setenv("NSCNET_PNG", "false")
+    monkeypatch.setenv("NSCNET_FIGURE_PNG", "false")
     rng = np.random.default_rng(0)
     audio = tmp_path / "audio"
     audio.mkdir()
@@ -83,7 +83,7 @@ def test_run_entropy_on_written_recordings(tracking, tmp_path, monkeypatch):
 
 
 def test_run_entropy_on_real_bengalese_finch_songs(tracking, tmp_path, monkeypatch, bengalese):
-    monkeypatch.setenv("NSCNET_PNG", "false")
+    monkeypatch.setenv("NSCNET_FIGURE_PNG", "false")
     audio, labels = tmp_path / "audio", tmp_path / "labels"
     audio.mkdir()
     labels.mkdir()

@@ -3,12 +3,8 @@ resume after a real SIGKILL, and bad input. Small backbone, 32 x 64 images, one 
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -23,7 +19,7 @@ from nscnet.models.arcface import make_head
 from nscnet.models.nscnet import build_model, run_nscnet, train_epoch
 from nscnet.models.specaugment import SpecAugment
 from nscnet.predict import run_predict
-from tests.conftest import ROOT
+from tests.fixtures_resume import checkpoint_epoch, launch
 from tests.fixtures_deep import make_dataset
 
 TINY = dict(k=4, epochs=5, epoch_length=2, backbone="small_cnn", embedding_dim=64, pca_dim=16, num_workers=0,
@@ -38,7 +34,7 @@ def store(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(root)
         mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
-        mp.setenv("NSCNET_PNG", "false")
+        mp.setenv("NSCNET_FIGURE_PNG", "false")
         mp.setenv("NSCNET_PROGRESS", "0")
         mp.setenv("NSCNET_RUNS_DIR", str(root / "checkpoints"))
         threads = torch.get_num_threads()
@@ -154,28 +150,13 @@ def test_nan_loss_after_a_good_epoch_keeps_its_checkpoint(store, data):
     assert all(torch.isfinite(t).all() for t in kept["model"].values() if t.is_floating_point())
 
 
-def _launch(store: Path, *args: str) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "NSCNET_PNG": "false",
-           "NSCNET_PROGRESS": "0", "NSCNET_RUNS_DIR": str(store / "kill-checkpoints")}
-    return subprocess.Popen([sys.executable, "-m", "nscnet", "nscnet", *args], cwd=store, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-
-
-def _checkpoint_epoch(folder: Path) -> tuple[str, int] | None:
-    for path in folder.glob("*/checkpoint.pt"):
-        try:
-            return path.parent.name, int(torch.load(path, weights_only=True)["epoch"])
-        except Exception:  # replaced while being read: try again
-            return None
-    return None
-
 
 @pytest.mark.slow
 def test_a_run_killed_during_epoch_3_of_5_and_resumed_ends_like_an_uninterrupted_run(trained, store, data):
-    process = _launch(store, f"--data={data}", "--truth=true", *CLI_TINY)
+    process = launch("nscnet", store, f"--data={data}", "--truth=true", *CLI_TINY)
     found, deadline = None, time.time() + 240
     while time.time() < deadline and process.poll() is None:
-        found = _checkpoint_epoch(store / "kill-checkpoints")
+        found = checkpoint_epoch(store / "kill-checkpoints")
         if found and found[1] >= 2:   # epochs 0 and 1 are done: epoch 2 (the third) is running
             process.send_signal(signal.SIGKILL)
             break
@@ -186,7 +167,7 @@ def test_a_run_killed_during_epoch_3_of_5_and_resumed_ends_like_an_uninterrupted
     assert T.get_run(run_id).info.status == "RUNNING"   # killed: nobody closed it
     assert len(T.metric_history(run_id, "train_loss")) < 5
 
-    resumed = _launch(store, f"--resume={run_id}")
+    resumed = launch("nscnet", store, f"--resume={run_id}")
     output = resumed.communicate(timeout=300)[0]
     assert resumed.returncode == 0, output
     run = T.get_run(run_id)

@@ -3,12 +3,8 @@
 from __future__ import annotations
 
 import math
-import os
 import signal
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -19,7 +15,7 @@ from nscnet.config import ConfigError, DataError, VaenetConfig
 from nscnet.models.vae_model import ConvVAE, kl_weight, vae_loss, vae_shapes
 from nscnet.models.vaenet import run_vaenet
 from nscnet.tracking import download_artifact, get_run, list_artifacts, load_torch_model, metric_history
-from tests.conftest import ROOT
+from tests.fixtures_resume import checkpoint_epoch, launch
 from tests.fixtures_vae import write_dataset
 
 SMALL = dict(filters=(4, 8, 8, 16, 16), dense_units=32, latent_dim=4)
@@ -174,7 +170,7 @@ def test_latent_means_cluster_the_types_and_everything_is_logged(trained, data):
 
 
 def test_warm_up_mse_no_validation_and_early_stopping_on_the_training_loss(store, data, monkeypatch):
-    monkeypatch.setenv("NSCNET_PNG", "false")
+    monkeypatch.setenv("NSCNET_FIGURE_PNG", "false")
     # min_delta so large that no epoch counts as an improvement: stops after patience + 1 epochs
     out = run_vaenet(VaenetConfig(data=str(data), **{**RUN, "epochs": 5, "val_fraction": 0.0, "recon_loss": "mse",
                                                      "kl_warmup_epochs": 4, "beta": 2.0, "patience": 1,
@@ -199,28 +195,13 @@ def test_bad_input_is_rejected_with_clear_messages(store, data, tmp_path):
         run_vaenet(VaenetConfig(data=str(one), **RUN))
 
 
-def _launch(store: Path, *args: str) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "NSCNET_PNG": "false",
-           "NSCNET_PROGRESS": "0", "NSCNET_RUNS_DIR": str(store / "kill-checkpoints")}
-    return subprocess.Popen([sys.executable, "-m", "nscnet", "vaenet", *args], cwd=store, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-
-
-def _checkpoint_epoch(folder: Path) -> tuple[str, int] | None:
-    for path in folder.glob("*/checkpoint.pt"):
-        try:
-            return path.parent.name, int(torch.load(path, weights_only=True)["epoch"])
-        except Exception:  # replaced while being read: try again
-            return None
-    return None
-
 
 @pytest.mark.slow
 def test_a_run_killed_mid_training_and_resumed_ends_like_an_uninterrupted_run(trained, store, data):
-    process = _launch(store, f"--data={data}", "--truth=true", *CLI_RUN)
+    process = launch("vaenet", store, f"--data={data}", "--truth=true", *CLI_RUN)
     found, deadline = None, time.time() + 240
     while time.time() < deadline and process.poll() is None:
-        found = _checkpoint_epoch(store / "kill-checkpoints")
+        found = checkpoint_epoch(store / "kill-checkpoints")
         if found and found[1] >= 3:  # three epochs done: the fourth is running
             process.send_signal(signal.SIGKILL)
             break
@@ -231,7 +212,7 @@ def test_a_run_killed_mid_training_and_resumed_ends_like_an_uninterrupted_run(tr
     assert get_run(run_id).info.status == "RUNNING"  # killed: nobody closed it
     assert len(metric_history(run_id, "train_loss")) < 10
 
-    resumed = _launch(store, f"--resume={run_id}")
+    resumed = launch("vaenet", store, f"--resume={run_id}")
     output = resumed.communicate(timeout=300)[0]
     assert resumed.returncode == 0, output
     assert get_run(run_id).info.status == "FINISHED"

@@ -126,7 +126,7 @@ def test_assignments_without_cluster_column_is_a_clear_error(tmp_path):
 
 
 def test_run_zipf_logs_a_run_linked_to_the_clustering_run(tracking, tmp_path, monkeypatch):
-    monkeypatch.setenv("NSCNET_PNG", "false")  # PNG export is tested with tracking; HTML suffices here
+    monkeypatch.setenv("NSCNET_FIGURE_PNG", "false")  # PNG export is tested with tracking; HTML suffices here
     clusters = zipf_sample(seed=6, s=1.2, n_types=30, n_songs=3000)
     clusters[:100] = -1  # noise songs are left out of the fit
     path = tmp_path / "assignments.csv"
@@ -169,7 +169,7 @@ def test_synthetic_songs_clustered_at_the_true_k_give_back_their_zipf_s(tracking
         from tests.fixtures_audio import make_synthetic_dataset
     except ImportError as exc:
         require(False, f"synthetic songs and BASENet are needed ({exc})")
-    monkeypatch.setenv("NSCNET_PNG", "false")
+    monkeypatch.setenv("NSCNET_FIGURE_PNG", "false")
     true_s, types = 1.3, 8
     # 64 x 128 images: at 64 x 64 (47 ms a frame) k-means at K = 8 merged two look-alike types
     data = make_synthetic_dataset(tmp_path, synth=dict(types=types, songs=800, recordings=2, zipf_s=true_s, seed=0),

@@ -1,0 +1,30 @@
+"""Helpers of the kill-and-resume tests: launch a real training process, watch its checkpoints."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+from tests.conftest import ROOT
+
+
+def launch(step: str, store: Path, *args: str) -> subprocess.Popen:
+    """`python -m nscnet <step> ...` in `store`, its local checkpoints under store/kill-checkpoints."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "NSCNET_FIGURE_PNG": "false",
+           "NSCNET_PROGRESS": "0", "NSCNET_RUNS_DIR": str(store / "kill-checkpoints")}
+    return subprocess.Popen([sys.executable, "-m", "nscnet", step, *args], cwd=store, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def checkpoint_epoch(folder: Path) -> tuple[str, int] | None:
+    """(run folder name, epoch) of the newest checkpoint under `folder`, or None."""
+    for path in folder.glob("*/checkpoint.pt"):
+        try:
+            return path.parent.name, int(torch.load(path, weights_only=True)["epoch"])
+        except Exception:  # replaced while being read: try again
+            return None
+    return None

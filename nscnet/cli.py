@@ -84,7 +84,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    for noisy in ("numba", "matplotlib", "urllib3", "alembic", "PIL", "faiss"):
+    for noisy in ("numba", "matplotlib", "urllib3", "alembic", "PIL", "faiss", "mlflow.system_metrics"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     for chatty in ("kaleido", "choreographer", "logistro"):  # the PNG renderer's shutdown chatter
         logging.getLogger(chatty).setLevel(logging.CRITICAL)

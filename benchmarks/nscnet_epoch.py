@@ -41,32 +41,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from vaenet_epoch import random_dataset  # noqa: E402  (the same random dataset as VAENet's benchmark)
-
-
-def _peak_memory(stop: threading.Event, peak: dict) -> None:
-    """Sample the proportional set size (PSS) of this process and its DataLoader workers.
-
-    PSS splits pages shared between the forked workers and the main process among them, so
-    the sum is the real footprint (summing RSS would count the shared torch heap once per
-    worker). Anonymous (allocated) and file-backed (memmap, page cache) parts apart.
-    """
-    import psutil
-
-    me = psutil.Process()
-    while not stop.is_set():
-        anon = file = 0
-        for proc in [me, *me.children(recursive=True)]:
-            try:
-                rollup = Path(f"/proc/{proc.pid}/smaps_rollup").read_text()
-            except OSError:
-                continue
-            fields = dict(line.split(":", 1) for line in rollup.splitlines()[1:] if ":" in line)
-            anon += int(fields.get("Pss_Anon", "0 kB").split()[0])
-            file += int(fields.get("Pss_File", "0 kB").split()[0])
-        peak["anon_mb"] = max(peak.get("anon_mb", 0), anon / 1024)
-        peak["file_mb"] = max(peak.get("file_mb", 0), file / 1024)
-        stop.wait(0.05)
+from vaenet_epoch import _peak_memory, random_dataset  # noqa: E402  (the same dataset and PSS sampler as VAENet's)
 
 
 def _timed(fn, device) -> float:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 import torch
 
@@ -28,3 +31,21 @@ def checkpoint_epoch(folder: Path) -> tuple[str, int] | None:
         except Exception:  # replaced while being read: try again
             return None
     return None
+
+
+@contextlib.contextmanager
+def training_store(root: Path, *, png: bool = False):
+    """Run in `root` with its own SQLite MLflow store, no progress bars, local checkpoints under
+    root/checkpoints and one torch thread (figures as HTML only unless `png`); yields root."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(root)
+        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
+        mp.setenv("NSCNET_FIGURE_PNG", "true" if png else "false")
+        mp.setenv("NSCNET_PROGRESS", "0")
+        mp.setenv("NSCNET_RUNS_DIR", str(root / "checkpoints"))
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            yield root
+        finally:
+            torch.set_num_threads(threads)

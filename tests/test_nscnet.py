@@ -19,7 +19,7 @@ from nscnet.models.arcface import make_head
 from nscnet.models.nscnet import build_model, run_nscnet, train_epoch
 from nscnet.models.specaugment import SpecAugment
 from nscnet.predict import run_predict
-from tests.fixtures_resume import checkpoint_epoch, launch
+from tests.fixtures_resume import checkpoint_epoch, launch, training_store
 from tests.fixtures_deep import make_dataset
 
 TINY = dict(k=4, epochs=5, epoch_length=2, backbone="small_cnn", embedding_dim=64, pca_dim=16, num_workers=0,
@@ -29,18 +29,9 @@ CLI_TINY = [f"--{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in 
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
-    """One SQLite MLflow store for the module; the tests run in its folder, figures as HTML only."""
-    root = tmp_path_factory.mktemp("nscnet")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(root)
-        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
-        mp.setenv("NSCNET_FIGURE_PNG", "false")
-        mp.setenv("NSCNET_PROGRESS", "0")
-        mp.setenv("NSCNET_RUNS_DIR", str(root / "checkpoints"))
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
+    """One SQLite MLflow store for the module; the tests run in its folder."""
+    with training_store(tmp_path_factory.mktemp("nscnet")) as root:
         yield root
-        torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

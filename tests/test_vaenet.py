@@ -15,7 +15,7 @@ from nscnet.config import ConfigError, DataError, VaenetConfig
 from nscnet.models.vae_model import ConvVAE, kl_weight, vae_loss, vae_shapes
 from nscnet.models.vaenet import run_vaenet
 from nscnet.tracking import download_artifact, get_run, list_artifacts, load_torch_model, metric_history
-from tests.fixtures_resume import checkpoint_epoch, launch
+from tests.fixtures_resume import checkpoint_epoch, launch, training_store
 from tests.fixtures_vae import write_dataset
 
 SMALL = dict(filters=(4, 8, 8, 16, 16), dense_units=32, latent_dim=4)
@@ -117,12 +117,7 @@ CLI_RUN = [f"--{k}={','.join(map(str, v)) if isinstance(v, tuple) else v}" for k
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     """One SQLite MLflow store for the module; the tests run in its folder."""
-    root = tmp_path_factory.mktemp("vaenet")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(root)
-        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
-        mp.setenv("NSCNET_PROGRESS", "0")
-        mp.setenv("NSCNET_RUNS_DIR", str(root / "checkpoints"))
+    with training_store(tmp_path_factory.mktemp("vaenet"), png=True) as root:
         yield root
 
 

@@ -50,7 +50,7 @@ def run_workers(work: Path, data: Path, n_workers: int, trials: int) -> dict[str
     args = [sys.executable, "-m", "nscnet", "study", "--data", str(data), "--params", "k,pca_dim",
             "--k-min", "8", "--k-max", "128", "--n-trials", str(trials), "--storage", str(folder / "optuna.journal"),
             "--study-name", "bench", "--compare", "false", "--refine-k", "false",
-            "--overrides", "n_init=3,kmeans_backend=faiss"]
+            "--overrides", "n_init=3,kmeans_backend=faiss", "--threads", "1"]
     # grid phase only (--refine-k false): the binary search is sequential by nature, one trial at a time
     started = time.perf_counter()
     processes = [subprocess.Popen(args, cwd=folder, env=env, stdout=open(folder / f"w{i}.log", "wb"),

@@ -18,6 +18,7 @@ noise (OPTICS / HDBSCAN only).
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import logging
 import os
@@ -27,7 +28,7 @@ from typing import Any, Sequence
 import numpy as np
 from sklearn import metrics as skm
 from sklearn.cluster import HDBSCAN, OPTICS, KMeans
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController
 
 from nscnet.config import ConfigError, DataError
 
@@ -96,7 +97,7 @@ def kmeans_plusplus(x: np.ndarray, k: int, *, seed: int = 0, trials: int | None 
     first = int(rng.integers(n))
     centers[0] = x[first]
     nearest = np.maximum(squares - 2 * x @ x[first] + squares[first], 0)  # (N,) squared distances
-    with threadpool_limits(1, user_api="blas"):
+    with _controller().limit(limits=1, user_api="blas"):
         for c in range(1, k):
             cumulative = np.cumsum(nearest, dtype=np.float64)
             if cumulative[-1] <= 0:  # every point is already a centroid
@@ -138,21 +139,34 @@ def _kmeans_faiss(x: np.ndarray, k: int, n_init: int, seed: int, init: np.ndarra
 
 
 def free_cores() -> int:
-    """CPU cores not busy with other processes (1 at least): OpenMP threads beyond them spin
-    and wait; on a loaded 2-core machine faiss k-means ran 6x faster on 1 thread than on 2."""
+    """CPU cores not busy with other processes (1 at least), and never more than an explicit
+    `OMP_NUM_THREADS`: OpenMP threads beyond the free cores spin and wait; on a loaded 2-core
+    machine faiss k-means ran 6x faster on 1 thread than on 2. The load average lags by about a
+    minute, so processes that start together (study workers) must be capped explicitly."""
     cores = os.cpu_count() or 1
+    cap = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if cap.isdigit() and int(cap) > 0:
+        cores = min(cores, int(cap))
     try:
         busy = os.getloadavg()[0] - 1  # this process is part of the load
     except OSError:
         return cores
-    return max(1, min(cores, int(round(cores - max(busy, 0)))))
+    return max(1, min(cores, int(round((os.cpu_count() or 1) - max(busy, 0)))))
+
+
+@functools.lru_cache(maxsize=1)
+def _controller() -> ThreadpoolController:
+    """One scan of the loaded BLAS/OpenMP libraries per process (a scan costs about 4 ms, and a
+    study trial limits threads a dozen times); made after faiss is imported."""
+    _faiss()
+    return ThreadpoolController()
 
 
 @contextlib.contextmanager
 def _threads(n: int):
     faiss = _faiss()
     before = faiss.omp_get_max_threads() if faiss is not None else None
-    with threadpool_limits(n):
+    with _controller().limit(limits=n):
         if faiss is not None:
             faiss.omp_set_num_threads(n)
         try:

@@ -448,6 +448,8 @@ class StudyConfig(StepConfig):
     params: str = param("", "comma-separated fields to search (default: every field with a search space)")
     overrides: str = param("", "fixed model parameters for every trial, e.g. pca_dim=64,n_init=5")
     heartbeat_s: int = param(10, "trial heartbeat interval, s; a trial silent for 3 beats is failed and retried")
+    threads: int = param(0, "BLAS/OpenMP threads of this worker (0 = the cores not busy); with several workers "
+                            "on one machine give each cores / workers")
     compare: bool = param(True, "write and log the comparison page of the experiment when this worker ends")
     figure_png: bool = param(False, "PNG copies of every trial's figures (slow: seconds per figure); HTML is always logged")
 

@@ -101,13 +101,12 @@ def log_figures(processed: np.ndarray, labels: np.ndarray, truth: np.ndarray | N
 def log_exports(dataset: Any, labels: np.ndarray, embeddings: np.ndarray | None) -> None:
     """assignments.csv, audacity/, raven/ and embeddings.npy as artifacts of the active run.
 
-    Written into one temporary folder and logged with a single `log_artifacts` call.
+    Written straight into the run's artifact folder when the store is local (`tracking.artifact_dir`).
     """
-    with tempfile.TemporaryDirectory() as tmp:
-        out = write_exports(Path(tmp), dataset.segments, labels, all_segments=getattr(dataset, "all_segments", None))
+    with tracking.artifact_dir() as out:
+        write_exports(out, dataset.segments, labels, all_segments=getattr(dataset, "all_segments", None))
         if embeddings is not None:
             np.save(out / "embeddings.npy", np.asarray(embeddings, dtype=np.float32))
-        tracking.log_artifacts(out)
 
 
 def log_predict_state(pipeline: Any, centroids: np.ndarray | None, image_shape: tuple[int, int], *,

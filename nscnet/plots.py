@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 NOISE = -1
 MAX_LEGEND = 30        # more clusters than this: one trace, continuous colour scale
-MAX_FIT_POINTS = 20000  # LDA / PCA fitted on a seeded sample above this
+MAX_FIT_POINTS = 5000  # LDA / PCA fitted on a seeded sample above this (a 2-D view needs no more)
 
 
 def _project(features: np.ndarray, labels: np.ndarray, seed: int) -> tuple[np.ndarray, str]:

@@ -183,6 +183,37 @@ def log_artifacts(folder: str | Path, artifact_path: str | None = None) -> None:
     mlflow.log_artifacts(str(folder), artifact_path=artifact_path)
 
 
+def _local_folder(uri: str) -> Path | None:
+    """The local folder behind an artifact URI (`file://...` or a plain path), else None."""
+    from urllib.parse import unquote, urlparse
+
+    parsed = urlparse(uri)
+    if parsed.scheme == "file":
+        return Path(unquote(parsed.path))
+    if parsed.scheme == "" and uri.startswith("/"):
+        return Path(uri)
+    return None
+
+
+@contextlib.contextmanager
+def artifact_dir(artifact_path: str | None = None) -> Iterator[Path]:
+    """A folder whose files become artifacts of the active run (under `artifact_path`).
+
+    With a local artifact store it is the run's own artifact folder, so each file is written
+    once instead of written and then copied (hundreds of small label tracks per run; this
+    matters for study trials); otherwise a temporary folder, uploaded in one `log_artifacts`
+    call when the block ends without an error.
+    """
+    local = _local_folder(mlflow.get_artifact_uri(artifact_path))
+    if local is not None:
+        local.mkdir(parents=True, exist_ok=True)
+        yield local
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        yield Path(tmp)
+        log_artifacts(tmp, artifact_path)
+
+
 def log_dict(data: Mapping[str, Any], artifact_file: str) -> None:
     mlflow.log_dict(json.loads(json.dumps(data, default=str)), artifact_file)
 

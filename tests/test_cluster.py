@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 from sklearn.datasets import make_blobs
 
 from nscnet.config import ClusterParams, ConfigError, DataError
-from nscnet.cluster import fit_clusters, internal_metrics, kmeans, kmeans_plusplus, stability, truth_metrics
+from nscnet.cluster import free_cores, fit_clusters, internal_metrics, kmeans, kmeans_plusplus, stability, truth_metrics
 
 
 @pytest.fixture(scope="module")
@@ -142,3 +144,12 @@ def test_stability_is_mean_pairwise_nmi():
     with pytest.raises(ConfigError, match="at least 2"):
         stability([a])
 
+
+
+def test_an_explicit_thread_cap_bounds_the_free_cores(monkeypatch):
+    # study workers that start together all see an idle machine (the load average lags):
+    # OMP_NUM_THREADS (set by `nscnet study --threads`) caps what each takes
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert free_cores() == 1
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    assert 1 <= free_cores() <= (os.cpu_count() or 1)

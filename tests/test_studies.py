@@ -18,7 +18,7 @@ from nscnet.dataset import read_dataset
 from nscnet.evaluate import cluster_features, score
 from nscnet.models.basenet import compute_features, evaluation_params
 from nscnet.studies import run_study
-from nscnet.studies.space import grid, next_k, search_space
+from nscnet.studies.space import grid, next_k, params_key, search_space
 from nscnet.studies.storage import mask_password, open_storage
 from nscnet.studies.worker import KEY
 from tests.fixtures_studies import blob_data, postgres, start_worker, wait_all  # noqa: F401 (fixture)
@@ -45,6 +45,10 @@ def test_search_space_comes_from_the_config_fields():
     assert next_k({64: 0.2, 128: 0.5, 256: 0.4}, maximize=True) == 192
     assert next_k({64: 0.2, 128: 0.5, 256: 0.4}, maximize=False) == 96  # best 64, better neighbour 128
     assert next_k({5: 0.5, 6: 0.6}, maximize=True) is None
+    # workers starting together take different feature settings: consecutive points alternate
+    points = grid([dims["pca_dim"], dims["k"]], seed=3, k_name="k")
+    assert sorted(map(params_key, points)) == sorted(map(params_key, grid([dims["pca_dim"], dims["k"]], seed=3)))
+    assert all(a["pca_dim"] != b["pca_dim"] for a, b in zip(points, points[1:]))
     assert next_k({4: 0.1, 8: 0.5, 9: 0.4}, maximize=True) == 6  # better side done: the other side
 
 

@@ -32,6 +32,8 @@ def _log_a_run(tmp_path):
         trk.log_metrics({"silhouette": 0.6}, step=1)
         trk.log_artifact(note)
         trk.log_figure(go.Figure(go.Scatter(x=[1, 2], y=[3, 4])), "curve")
+        with trk.artifact_dir("tracks") as folder:  # local store: the run's own folder; server: uploaded
+            (folder / "a.txt").write_text("0.1\t0.2\tcluster_01\n")
     return run.info.run_id
 
 
@@ -45,6 +47,7 @@ def _check_run(run_id):
     assert trk.metric_history(run_id, "silhouette") == [(0, 0.5), (1, 0.6)]
     files = set(trk.list_artifacts(run_id)) | set(trk.list_artifacts(run_id, "figures"))
     assert {"note.txt", "figures/curve.html"} <= files
+    assert trk.download_artifact(run_id, "tracks/a.txt").read_text() == "0.1\t0.2\tcluster_01\n"
     if shutil.which("chromium") or os.environ.get("CI"):  # .ci/run installs chromium
         assert "figures/curve.png" in files
     assert trk.download_artifact(run_id, "note.txt").read_text() == "hello"

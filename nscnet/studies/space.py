@@ -65,14 +65,27 @@ def search_space(config_cls: type, *, k_min: int, k_max: int, only: tuple[str, .
     return dims
 
 
-def grid(dims: list[Dimension], *, seed: int) -> list[dict[str, Any]]:
+def grid(dims: list[Dimension], *, seed: int, k_name: str | None = None) -> list[dict[str, Any]]:
     """Every combination of the dimensions' grid values, in a seeded shuffled order.
 
-    Shuffled so that a budget smaller than the grid still spreads over the whole grid.
+    Shuffled so that a budget smaller than the grid still spreads over the whole grid. With
+    `k_name`, consecutive points take turns over the settings of the other dimensions (the
+    settings that fix a trial's features): workers starting together then compute different
+    features side by side instead of one waiting for the other's.
+
+    >>> dims = [Dimension("pca_dim", (128, 256)), Dimension("k", (8, 16, 32))]
+    >>> [p["pca_dim"] for p in grid(dims, seed=0, k_name="k")][:4] in ([128, 256, 128, 256], [256, 128, 256, 128])
+    True
     """
     points = [dict(zip([d.name for d in dims], values)) for values in itertools.product(*(d.grid for d in dims))]
     random.Random(seed).shuffle(points)
-    return points
+    if k_name is None:
+        return points
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for point in points:
+        groups.setdefault(params_key({n: v for n, v in point.items() if n != k_name}), []).append(point)
+    turns = itertools.zip_longest(*groups.values())
+    return [point for turn in turns for point in turn if point is not None]
 
 
 def params_key(params: dict[str, Any]) -> str:

@@ -127,7 +127,7 @@ def make_plan(cfg: StudyConfig, run_trial: Callable) -> worker.Plan:
     if not dims:
         raise ConfigError(f"params={cfg.params!r}: nothing to search for {cfg.model}")
     k_name = next((d.name for d in dims if d.is_int_range), None)
-    return worker.Plan(dims=dims, grid=space.grid(dims, seed=cfg.seed), objective=cfg.objective,
+    return worker.Plan(dims=dims, grid=space.grid(dims, seed=cfg.seed, k_name=k_name), objective=cfg.objective,
                        maximize=cfg.direction == "maximize", n_trials=cfg.n_trials,
                        refine_k=cfg.refine_k, k_name=k_name, run_trial=run_trial)
 
@@ -194,10 +194,21 @@ def _init_tracking(experiment: str) -> None:
         tracking.setup(experiment)
 
 
+def _limit_threads(threads: int) -> None:
+    """Cap this worker's BLAS/OpenMP threads for good: several workers starting together each
+    see the machine idle (the load average lags), so each would take every core."""
+    from threadpoolctl import threadpool_limits
+
+    os.environ["OMP_NUM_THREADS"] = str(threads)  # read by nscnet.cluster.free_cores
+    threadpool_limits(threads)
+
+
 def run_study(cfg: StudyConfig) -> dict[str, Any]:
     """Join (or create) the study and run trials until it has `n_trials` complete trials."""
     step = STEPS[cfg.model]
     base = model_config(cfg)
+    if cfg.threads > 0:
+        _limit_threads(cfg.threads)
     _init_tracking(cfg.experiment)
     study_name = cfg.study_name or f"{cfg.model}-{Path(cfg.data).resolve().name}"
     storage_text = cfg.storage or storages.DEFAULT_JOURNAL

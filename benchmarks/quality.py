@@ -43,11 +43,12 @@ from nscnet.selection import rank_correlations, resample_stability  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "bengalese-finch"
 CRITERIA = ("silhouette", "davies_bouldin", "calinski_harabasz", "stability")
-K = 9
-COMMON = dict(k=K, truth=True, export=False, experiment="quality")
+K = 9  # default; --k 16 for the other K of issue 8 (rows carry their k)
+COMMON = dict(truth=True, export=False, experiment="quality")
 DEEP = dict(device="cpu", threads=1, num_workers=0, log_model=False)
 PRETRAIN_NAME = "pretrain small_cnn 3ep"
 NSCNET_PRETRAINED = "nscnet small_cnn 1ep pretrained +warm+reseed +umap10+kmeans"
+PRESET_QUALITY = "nscnet --preset quality (in-run pretrain 3ep, 0 DeepCluster epochs, umap10+hdbscan)"
 PRETRAIN = dict(backbone="small_cnn", embedding_dim=128, epochs=3, epoch_size=2048, pca_dim=64)
 
 
@@ -71,24 +72,24 @@ def embeddings_of(run_id: str) -> np.ndarray:
     return np.load(tracking.download_artifact(run_id, "embeddings.npy"))
 
 
-def rescore(features: np.ndarray, truth: np.ndarray, seed: int, **levers) -> dict:
+def rescore(features: np.ndarray, truth: np.ndarray, seed: int, k: int, **levers) -> dict:
     """Final clustering of learned embeddings (levers.final_clustering) with its scores."""
-    cfg = NscnetConfig(seed=seed, truth=True, k=K, **{**dict(pca_dim=64, whiten=False, l2=True), **levers})
+    cfg = NscnetConfig(seed=seed, truth=True, k=k, **{**dict(pca_dim=64, whiten=False, l2=True), **levers})
     processed, result, params = final_clustering(features, cfg)
     metrics = score(processed, result, params, truth)
     metrics["stability"] = resample_stability(processed, params, 3, reference=result.labels)
     return metrics
 
 
-def configurations(data: str, truth: np.ndarray, cache: dict):
-    """name -> function(seed) -> metrics of one run."""
+def configurations(data: str, truth: np.ndarray, cache: dict, k: int = K):
+    """name -> function(seed) -> metrics of one run at k clusters."""
     from nscnet.models.basenet import run_basenet
     from nscnet.models.nscnet import run_nscnet
     from nscnet.models.pretrain import run_pretrain
 
     def basenet(**kw):
         def run(seed):
-            return run_basenet(BasenetConfig(data=data, seed=seed, **COMMON, **kw))
+            return run_basenet(BasenetConfig(data=data, seed=seed, k=k, **COMMON, **kw))
         return run
 
     def pretrained(seed):
@@ -97,31 +98,32 @@ def configurations(data: str, truth: np.ndarray, cache: dict):
             if row["configuration"].startswith(PRETRAIN_NAME) and row["seed"] == seed and key not in cache:
                 cache[key] = {"run_id": row["run_id"]}
         if key not in cache:
-            m = run_pretrain(PretrainConfig(data=data, seed=seed, **{**COMMON, "export": True}, **PRETRAIN,
-                                             **{k: v for k, v in DEEP.items() if k != "log_model"}))
+            m = run_pretrain(PretrainConfig(data=data, seed=seed, k=k, **{**COMMON, "export": True}, **PRETRAIN,
+                                             **{n: v for n, v in DEEP.items() if n != "log_model"}))
             cache[key] = m
         return cache[key]
 
     def pretrain_then(**levers):
         def run(seed):
             m = pretrained(seed)
-            return rescore(embeddings_of(m["run_id"]), truth, seed, **levers) | {"run_id": m["run_id"]}
+            return rescore(embeddings_of(m["run_id"]), truth, seed, k, **levers) | {"run_id": m["run_id"]}
         return run
 
     def nscnet(pretrain: bool, **kw):
         def run(seed):
             extra = {"pretrained_run": pretrained(seed)["run_id"]} if pretrain else {}
-            return run_nscnet(NscnetConfig(data=data, seed=seed, **{**COMMON, "export": True}, **DEEP, **extra, **kw))
+            return run_nscnet(NscnetConfig(data=data, seed=seed, k=k, **{**COMMON, "export": True}, **DEEP, **extra,
+                                           **kw))
         return run
 
     def nscnet_then(name, **levers):
         def run(seed):
             match = [r for r in cache.get("live", []) + cache.get("rows", [])
-                     if r["configuration"] == name and r["seed"] == seed]
+                     if r["configuration"] == name and r["seed"] == seed and r.get("k", K) == k]
             if not match:
                 raise SystemExit(f"run {name!r} seed {seed} first")
             run_id = match[0]["run_id"]
-            return rescore(embeddings_of(run_id), truth, seed, **levers) | {"run_id": run_id}
+            return rescore(embeddings_of(run_id), truth, seed, k, **levers) | {"run_id": run_id}
         return run
 
     small = dict(backbone="small_cnn", embedding_dim=128, lr=1e-3, pca_dim=64, batch_size=64, epochs=1)
@@ -137,6 +139,8 @@ def configurations(data: str, truth: np.ndarray, cache: dict):
         "nscnet small_cnn 1ep scratch (paper levers)": nscnet(False, **small),
         NSCNET_PRETRAINED: nscnet(
             True, kmeans_warm_start=True, reseed_empty=True, final_reducer="umap", **small),
+        PRESET_QUALITY: lambda seed: run_nscnet(NscnetConfig(data=data, seed=seed, k=k, preset="quality",
+                                                             **{**COMMON, "export": True}, **DEEP)),
         NSCNET_PRETRAINED + " -> umap10+hdbscan": nscnet_then(NSCNET_PRETRAINED, final_reducer="umap",
                                                               final_algorithm="hdbscan", min_cluster_size=50,
                                                               min_samples=10),
@@ -147,6 +151,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--work", default="/tmp/nscnet-quality", help="dataset cache, MLflow store, rows file")
     parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--k", type=int, default=K, help="clusters (the expert labels are 9)")
     parser.add_argument("--only", default="", help="comma-separated substrings of configuration names to run")
     parser.add_argument("--skip", default="", help="comma-separated substrings of configuration names not to run")
     parser.add_argument("--rows", default="", help="rows file (default <work>/quality_rows.json); "
@@ -169,22 +174,22 @@ def main() -> None:
     cache: dict = {"rows": list(rows), "live": rows}  # live: the rows of this call, as they come
     for other in sorted(work.glob("*rows.json")):  # runs of earlier calls in the same MLflow store
         cache["rows"] += json.loads(other.read_text())
-    for name, run in configurations(str(data), truth, cache).items():
+    for name, run in configurations(str(data), truth, cache, args.k).items():
         if args.only and not any(part in name for part in args.only.split(",")):
             continue
         if args.skip and any(part in name for part in args.skip.split(",")):
             continue
         for seed in seeds:
-            if any(r["configuration"] == name and r["seed"] == seed for r in rows):
+            if any(r["configuration"] == name and r["seed"] == seed and r.get("k", K) == args.k for r in rows):
                 continue
             started, cpu = time.perf_counter(), cpu_seconds()
             metrics = run(seed)
             keep = {k: metrics.get(k) for k in ("nmi_truth", "ari_truth", "n_clusters", "noise_fraction", "run_id")
                     + CRITERIA}
-            rows.append({"configuration": name, "seed": seed, **keep, "cpu_minutes": (cpu_seconds() - cpu) / 60,
+            rows.append({"configuration": name, "k": args.k, "seed": seed, **keep, "cpu_minutes": (cpu_seconds() - cpu) / 60,
                          "wall_minutes": (time.perf_counter() - started) / 60})
             rows_file.write_text(json.dumps(rows, indent=1, default=float))
-            print(f"[quality] {name} seed {seed}: nmi_truth={keep['nmi_truth']:.3f}", flush=True)
+            print(f"[quality] {name} k {args.k} seed {seed}: nmi_truth={keep['nmi_truth']:.3f}", flush=True)
     for other in filter(None, args.merge.split(",")):
         rows += [r for r in json.loads(Path(other).read_text()) if r not in rows]
     print_table(rows, work)
@@ -194,18 +199,18 @@ def print_table(rows: list[dict], work: Path) -> None:
     def fmt(v, spec=".3f"):
         return "-" if v is None or (isinstance(v, float) and not np.isfinite(v)) else format(v, spec)
 
-    names = list(dict.fromkeys(r["configuration"] for r in rows))
-    header = (f"| configuration | seeds | nmi_truth mean ± std | ari_truth | silhouette | stability | "
+    groups = list(dict.fromkeys((r["configuration"], r.get("k", K)) for r in rows))
+    header = (f"| configuration | K | seeds | nmi_truth mean ± std | ari_truth | silhouette | stability | "
               f"n_clusters | CPU min/run |")
-    print("\n" + header + "\n|" + "---|" * 8)
-    for name in names:
-        group = [r for r in rows if r["configuration"] == name]
+    print("\n" + header + "\n|" + "---|" * 9)
+    for name, k in groups:
+        group = [r for r in rows if r["configuration"] == name and r.get("k", K) == k]
         nmi = np.array([r["nmi_truth"] for r in group], dtype=float)
 
         def mean(key):
             values = [r[key] for r in group if r.get(key) is not None]
             return float(np.mean(values)) if values else None
-        print(f"| {name} | {len(group)} | {nmi.mean():.3f} ± {nmi.std():.3f} | {fmt(mean('ari_truth'))} | "
+        print(f"| {name} | {k} | {len(group)} | {nmi.mean():.3f} ± {nmi.std():.3f} | {fmt(mean('ari_truth'))} | "
               f"{fmt(mean('silhouette'))} | {fmt(mean('stability'))} | {fmt(mean('n_clusters'), '.1f')} | "
               f"{fmt(mean('cpu_minutes'), '.2f')} |")
     correlations = rank_correlations(rows, CRITERIA, "nmi_truth")

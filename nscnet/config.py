@@ -236,9 +236,14 @@ class TrainParams(ClusterParams):
     threads: int = param(0, "torch CPU threads (0 = torch's default); keep to the cores actually free")
     resume: str = param("", "MLflow run id of an interrupted run to continue")
 
+    # NSCNet may train 0 epochs: its features are then those of the initial network (e.g.
+    # after in-run contrastive pretraining), clustered once
+    _zero_epochs_allowed = False
+
     def __post_init__(self) -> None:
         super().__post_init__()
-        _check_positive(self, "epochs", "batch_size", "lr", "patience")
+        _check_positive(self, "epochs", allow_zero=self._zero_epochs_allowed)
+        _check_positive(self, "batch_size", "lr", "patience")
         _check_positive(self, "min_delta", "num_workers", "threads", allow_zero=True)
 
 
@@ -277,9 +282,12 @@ class VaenetConfig(TrainParams):
 class NscnetConfig(TrainParams):
     """NSCNet: DeepCluster-style end-to-end deep clustering with EfficientNet-B0."""
 
+    _zero_epochs_allowed = True
+
     pca_dim: int = param(256, "PCA components before k-means (0 = no PCA)", search=(128, 256))
     whiten: bool = param(False, "whiten the PCA components", search=(False, True))
-    epochs: int = param(50, "maximum epochs")
+    epochs: int = param(50, "maximum DeepCluster epochs (0 = cluster the features of the initial, or pretrained, "
+                            "network once)")
     arcface: bool = param(False, "ArcFace head instead of softmax", search=(False, True))
     arcface_scale: float = param(30.0, "ArcFace scale s")
     arcface_margin: float = param(0.5, "ArcFace margin m, radians")
@@ -299,6 +307,10 @@ class NscnetConfig(TrainParams):
                                  "measured best, docs/RESULTS.md); explicitly given parameters win",
                         choices=("paper", "quality"))
     pretrained_run: str = param("", "MLflow run id of a `pretrain` run whose embedding network to start from")
+    pretrain_epochs: int = param(0, "contrastive (SimCLR) epochs of the embedding network inside this run, before "
+                                    "the DeepCluster epochs (0 = none); batch_size as here, the other contrastive "
+                                    "settings (lr, temperature, augmentation) as `pretrain`'s defaults")
+    pretrain_epoch_size: int = param(2048, "images per in-run contrastive epoch, drawn at random (0 = all)")
     k_train: int = param(0, "clusters of the per-epoch pseudo-labels (over-clustering; 0 = k); the final clustering uses k")
     kmeans_warm_start: bool = param(False, "start each epoch's k-means from the previous pseudo-labels' centroids",
                                     search=(False, True))
@@ -315,7 +327,10 @@ class NscnetConfig(TrainParams):
     def __post_init__(self) -> None:
         super().__post_init__()
         _check_positive(self, "umap_dim", "umap_neighbors")
-        _check_positive(self, "k_train", "umap_min_dist", allow_zero=True)
+        _check_positive(self, "k_train", "umap_min_dist", "pretrain_epochs", "pretrain_epoch_size", allow_zero=True)
+        if self.pretrain_epochs and self.pretrained_run:
+            raise ConfigError("pretrain_epochs and pretrained_run both set: start from a pretrain run or "
+                              "pretrain in this run, not both")
         if self.k_train and self.k_train < self.k:
             raise ConfigError(f"k_train={self.k_train} must be 0 or at least k={self.k} (over-clustering)")
         _check_positive(self, "embedding_dim", "epoch_length", "arcface_scale")

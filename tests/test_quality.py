@@ -94,7 +94,8 @@ def test_match_labels_undoes_a_renaming_and_centroids_are_label_means():
 
 def test_presets_set_defaults_only_and_k_train_is_checked():
     cfg = apply_preset(NscnetConfig(preset="quality", epochs=7))
-    assert cfg.epochs == 7 and cfg.kmeans_warm_start and cfg.final_reducer == "umap"
+    assert cfg.epochs == 7 and cfg.kmeans_warm_start and cfg.final_reducer == "umap" and cfg.pretrain_epochs == 3
+    assert apply_preset(NscnetConfig(preset="quality", pretrained_run="abc")).pretrain_epochs == 0  # no second pretraining
     assert apply_preset(NscnetConfig()) == NscnetConfig()
     assert needs_final_clustering(NscnetConfig(k=4, k_train=8)) and not needs_final_clustering(NscnetConfig())
     with pytest.raises(ConfigError, match="k_train=2"):
@@ -136,6 +137,19 @@ def test_pretraining_lowers_its_loss_and_nscnet_starts_from_it(tracking, data):
     assert run_nscnet(deep)["nmi_truth"] > 0.3
     with pytest.raises(DataError, match="backbone"):
         build_model(NscnetConfig(**{**TINY, "backbone": "efficientnet_b0"}, pretrained_run=run_id))
+
+
+def test_nscnet_pretrains_in_its_own_run_when_asked(tracking, data):
+    from nscnet.models.nscnet import run_nscnet
+
+    # epochs=0: the pretrained network's features are clustered once, no DeepCluster epoch
+    metrics = run_nscnet(NscnetConfig(data=str(data), **{**TINY, "epochs": 0}, pretrain_epochs=4, pretrain_epoch_size=0))
+    losses = [v for _, v in sorted(T.metric_history(metrics["run_id"], "pretrain_train_loss"))]
+    assert len(losses) == 4 and losses[-1] < losses[0]
+    assert metrics["nmi_truth"] > 0.3 and metrics["epochs_trained"] == 0
+    assert "train_loss" not in T.get_run(metrics["run_id"]).data.metrics
+    with pytest.raises(ConfigError, match="pretrain_epochs and pretrained_run"):
+        NscnetConfig(pretrain_epochs=2, pretrained_run="abc")
 
 
 def test_nt_xent_is_low_for_matching_views_and_high_for_unrelated_ones():

@@ -212,6 +212,14 @@ def run_nscnet(cfg: NscnetConfig) -> dict[str, Any]:
             training.set_rng_state(state["rng"])
             log.info("resuming run %s after epoch %d", run.info.run_id, start - 1)
         else:
+            if cfg.pretrain_epochs:  # SimCLR first, in this run (a resumed run has it in its checkpoint)
+                from nscnet.models.pretrain import contrastive_training, nscnet_pretrain_config
+
+                losses = contrastive_training(model, nscnet_pretrain_config(cfg, cfg.pretrain_epochs,
+                                                                            cfg.pretrain_epoch_size),
+                                              images, device, prefix="pretrain_")
+                tracking.log_metrics({"pretrain_first_loss": losses[0], "pretrain_last_loss": losses[-1]})
+                training.seed_everything(cfg.seed)  # the DeepCluster phase starts from the same RNG state
             set_batchnorm_statistics(model, feature_loader, device, precision)
 
         for epoch in range(start, cfg.epochs + 1):

@@ -71,12 +71,46 @@ def view(images: torch.Tensor, cfg: PretrainConfig, augment: SpecAugment, genera
     return augment(out.clamp(0.0, 1.0), generator)
 
 
-def build(cfg: PretrainConfig) -> tuple[Embedder, nn.Module]:
-    """(embedding network, projection head) of cfg."""
-    model = Embedder(cfg.backbone, embedding_dim=cfg.embedding_dim, pooling=cfg.pooling, input_mode=cfg.input_mode)
-    projection = nn.Sequential(nn.Linear(cfg.embedding_dim, cfg.embedding_dim), nn.ReLU(),
-                               nn.Linear(cfg.embedding_dim, cfg.projection_dim))
-    return model, projection
+def build_projection(cfg: PretrainConfig) -> nn.Module:
+    """The two-layer projection head the NT-Xent loss sees (dropped after training)."""
+    return nn.Sequential(nn.Linear(cfg.embedding_dim, cfg.embedding_dim), nn.ReLU(),
+                         nn.Linear(cfg.embedding_dim, cfg.projection_dim))
+
+
+def contrastive_training(model: nn.Module, cfg: PretrainConfig, images: TorchImages, device: torch.device, *,
+                         prefix: str = "") -> list[float]:
+    """Train `model` (an Embedder, already on `device`) by SimCLR for `cfg.epochs`; returns the
+    mean loss of every epoch. Logs `<prefix>train_loss`, `<prefix>epoch_seconds` and
+    `<prefix>images_per_second` per epoch to the active run. Used by `pretrain` and by NSCNet's
+    `pretrain_epochs` (which runs it inside its own run, prefix "pretrain_")."""
+    projection = build_projection(cfg).to(device)
+    optimizer = torch.optim.Adam(list(model.parameters()) + list(projection.parameters()), lr=cfg.lr)
+    augment = SpecAugment(cfg.time_warp, cfg.freq_mask, cfg.freq_masks, cfg.time_mask, cfg.time_masks)
+    sampler = torch.utils.data.RandomSampler(images, num_samples=cfg.epoch_size or None,
+                                             generator=torch.Generator().manual_seed(cfg.seed))
+    loader = training.make_loader(images, batch_size=cfg.batch_size, num_workers=cfg.num_workers,
+                                  device=device, sampler=sampler, seed=cfg.seed, drop_last=len(images) > cfg.batch_size)
+    losses = []
+    for epoch in range(cfg.epochs):
+        started = time.perf_counter()
+        generator = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
+        loss, seen = train_epoch(model, projection, optimizer, loader, cfg, augment, generator, device, epoch)
+        seconds = time.perf_counter() - started
+        losses.append(loss)
+        tracking.log_metrics({f"{prefix}train_loss": loss, f"{prefix}epoch_seconds": seconds,
+                              f"{prefix}images_per_second": seen / max(seconds, 1e-9)}, step=epoch)
+        print(f"pretrain epoch {epoch}: train_loss={loss:.4g}", flush=True)
+    return losses
+
+
+def nscnet_pretrain_config(cfg: Any, epochs: int, epoch_size: int) -> PretrainConfig:
+    """The contrastive settings of NSCNet's in-run pretraining: the network fields, batch size,
+    seed and machinery of the NSCNet config `cfg`; every contrastive setting (lr, temperature,
+    augmentation) at `PretrainConfig`'s defaults, the ones measured."""
+    shared = ("data", "seed", "device", "num_workers", "threads", "backbone", "embedding_dim", "pooling", "input_mode",
+              "batch_size")
+    return PretrainConfig(**{name: getattr(cfg, name) for name in shared}, k=cfg.k, epochs=epochs,
+                          epoch_size=epoch_size)
 
 
 def train_epoch(model: nn.Module, projection: nn.Module, optimizer: torch.optim.Optimizer, loader: Any,
@@ -129,25 +163,10 @@ def run_pretrain(cfg: PretrainConfig) -> dict[str, Any]:
         training.log_run_config(cfg)
         tracking.log_params({"n_segments": len(dataset), "image_shape": "x".join(map(str, dataset.image_shape))})
         training.seed_everything(cfg.seed)
-        model, projection = build(cfg)
-        model, projection = model.to(device), projection.to(device)
-        optimizer = torch.optim.Adam(list(model.parameters()) + list(projection.parameters()), lr=cfg.lr)
+        model = Embedder(cfg.backbone, embedding_dim=cfg.embedding_dim, pooling=cfg.pooling,
+                         input_mode=cfg.input_mode).to(device)
         images = TorchImages(dataset.path)
-        augment = SpecAugment(cfg.time_warp, cfg.freq_mask, cfg.freq_masks, cfg.time_mask, cfg.time_masks)
-        sampler = torch.utils.data.RandomSampler(images, num_samples=cfg.epoch_size or None,
-                                                 generator=torch.Generator().manual_seed(cfg.seed))
-        loader = training.make_loader(images, batch_size=cfg.batch_size, num_workers=cfg.num_workers,
-                                      device=device, sampler=sampler, seed=cfg.seed, drop_last=len(images) > cfg.batch_size)
-        losses = []
-        for epoch in range(cfg.epochs):
-            started = time.perf_counter()
-            generator = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
-            loss, seen = train_epoch(model, projection, optimizer, loader, cfg, augment, generator, device, epoch)
-            seconds = time.perf_counter() - started
-            losses.append(loss)
-            tracking.log_metrics({"train_loss": loss, "epoch_seconds": seconds,
-                                  "images_per_second": seen / max(seconds, 1e-9)}, step=epoch)
-            print(f"pretrain epoch {epoch}: train_loss={loss:.4g}", flush=True)
+        losses = contrastive_training(model, cfg, images, device)
         features = extract(model, images, 2 * cfg.batch_size, device)
         if cfg.reducer == "umap":  # post-processing, then UMAP, then the clustering (nothing more on top)
             reduced = levers.umap_reduce(postprocess(features, cfg)[0], cfg)

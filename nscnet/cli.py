@@ -69,14 +69,25 @@ def build_parser() -> argparse.ArgumentParser:
     for step in STEPS.values():
         step_parser = sub.add_parser(step.name, help=step.summary, description=step.config.__doc__)
         add_config_arguments(step_parser, step.config)
+        # MLproject commands pass every parameter: then no option counts as typed (presets)
+        step_parser.add_argument("--mlproject", action="store_true", help=argparse.SUPPRESS)
     return parser
+
+
+def config_values(args: argparse.Namespace) -> dict[str, Any]:
+    """The config fields given on the command line; with a preset, the typed preset fields
+    are kept from it (`preset_keep`, see `nscnet.models.levers.apply_preset`)."""
+    values = {k: v for k, v in vars(args).items() if k not in ("step", "verbose", "mlproject")}
+    if "preset" in values and not args.mlproject:
+        from nscnet.models.levers import typed_preset_fields
+
+        values = typed_preset_fields(values)
+    return values
 
 
 def config_from_args(step: str, argv: Sequence[str]) -> Any:
     """The config instance of `step` built from command-line words (no step name)."""
-    args = build_parser().parse_args([step, *argv])
-    values = {k: v for k, v in vars(args).items() if k not in ("step", "verbose")}
-    return STEPS[step].config(**values)
+    return STEPS[step].config(**config_values(build_parser().parse_args([step, *argv])))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -89,9 +100,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for chatty in ("kaleido", "choreographer", "logistro"):  # the PNG renderer's shutdown chatter
         logging.getLogger(chatty).setLevel(logging.CRITICAL)
     step = STEPS[args.step]
-    values = {k: v for k, v in vars(args).items() if k not in ("step", "verbose")}
     try:
-        cfg = step.config(**values)
+        cfg = step.config(**config_values(args))
     except ConfigError as exc:
         print(f"nscnet {step.name}: {exc}", file=sys.stderr)
         return 2

@@ -306,6 +306,8 @@ class NscnetConfig(TrainParams):
     preset: str = param("paper", "recipe: paper (the plain recipe, as published) or quality (the levers that "
                                  "measured best, docs/RESULTS.md); explicitly given parameters win",
                         choices=("paper", "quality"))
+    preset_keep: str = param("", "comma-separated fields the preset leaves as given (the nscnet command line fills "
+                                 "in the options you typed; under mlflow run name them here)")
     pretrained_run: str = param("", "MLflow run id of a `pretrain` run whose embedding network to start from")
     pretrain_epochs: int = param(0, "contrastive (SimCLR) epochs of the embedding network inside this run, before "
                                     "the DeepCluster epochs (0 = none); batch_size as here, the other contrastive "

@@ -36,7 +36,7 @@ def render() -> str:
     for step in STEPS.values():
         lines.append(f"  {step.name}:")
         lines.append("    parameters:")
-        command = [f"python -m nscnet {step.name}"]
+        command = [f"python -m nscnet {step.name} --mlproject"]
         for f in fields(step.config):
             kind = field_type(step.config, f.name)
             mltype = MLPROJECT_TYPES[kind]

@@ -96,6 +96,16 @@ def test_presets_set_defaults_only_and_k_train_is_checked():
     cfg = apply_preset(NscnetConfig(preset="quality", epochs=7))
     assert cfg.epochs == 7 and cfg.kmeans_warm_start and cfg.final_reducer == "umap" and cfg.pretrain_epochs == 3
     assert apply_preset(NscnetConfig(preset="quality", pretrained_run="abc")).pretrain_epochs == 0  # no second pretraining
+    # a typed option wins even when it equals the class default (min_cluster_size 5, lr 1e-4)
+    from nscnet.cli import config_from_args
+
+    typed = apply_preset(config_from_args("nscnet", ["--preset", "quality", "--min_cluster_size", "5", "--lr", "1e-4"]))
+    assert (typed.min_cluster_size, typed.lr, typed.min_samples) == (5, 1e-4, 10)
+    assert typed.preset_keep == "lr,min_cluster_size"
+    # MLproject passes every parameter: nothing counts as typed there (name fields in preset_keep)
+    assert apply_preset(config_from_args("nscnet", ["--mlproject", "--preset", "quality",
+                                                    "--min_cluster_size", "5"])).min_cluster_size == 50
+    assert apply_preset(NscnetConfig(preset="quality", preset_keep="min_cluster_size")).min_cluster_size == 5
     assert apply_preset(NscnetConfig()) == NscnetConfig()
     assert needs_final_clustering(NscnetConfig(k=4, k_train=8)) and not needs_final_clustering(NscnetConfig())
     with pytest.raises(ConfigError, match="k_train=2"):
@@ -148,6 +158,10 @@ def test_nscnet_pretrains_in_its_own_run_when_asked(tracking, data):
     assert len(losses) == 4 and losses[-1] < losses[0]
     assert metrics["nmi_truth"] > 0.3 and metrics["epochs_trained"] == 0
     assert "train_loss" not in T.get_run(metrics["run_id"]).data.metrics
+    # a final density clustering that finds only noise (2 clusters of 60 cannot fit in 64 images)
+    noise = run_nscnet(NscnetConfig(data=str(data), **{**TINY, "epochs": 0}, final_algorithm="hdbscan",
+                                    min_cluster_size=60, min_samples=60))
+    assert noise["n_clusters"] == 0 and noise["noise_fraction"] == 1.0
     with pytest.raises(ConfigError, match="pretrain_epochs and pretrained_run"):
         NscnetConfig(pretrain_epochs=2, pretrained_run="abc")
 

@@ -46,18 +46,33 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 
 def apply_preset(cfg: NscnetConfig) -> NscnetConfig:
-    """`cfg` with the values of its preset for every field still at its class default.
+    """`cfg` with the values of its preset for every field still at its class default and not
+    named in `preset_keep`.
 
     A run started from a `pretrain` run (`pretrained_run`) does not pretrain again. A value
-    equal to the class default cannot be told from no value: `--preset quality --lr 1e-4`
-    keeps the preset's 1e-3 (use `--preset paper` and set the levers one by one for that).
+    equal to the class default cannot be told from no value, hence `preset_keep`: the `nscnet`
+    command line lists there the preset fields you typed (`--preset quality --min_cluster_size 5`
+    keeps 5); under `mlflow run`, where every parameter arrives, pass `-P preset_keep=...`.
     """
     values = dict(PRESETS[cfg.preset])
     if cfg.pretrained_run:
         values.pop("pretrain_epochs", None)
+    keep = {name.strip() for name in cfg.preset_keep.split(",") if name.strip()}
     defaults = {f.name: f.default for f in dataclasses.fields(NscnetConfig)}
-    changes = {name: value for name, value in values.items() if getattr(cfg, name) == defaults[name]}
+    changes = {name: value for name, value in values.items()
+               if name not in keep and getattr(cfg, name) == defaults[name]}
     return replace(cfg, **changes) if changes else cfg
+
+
+def typed_preset_fields(values: dict[str, Any]) -> dict[str, Any]:
+    """`values` (the options given on a command line) with `preset_keep` naming the given
+    fields that the chosen preset would otherwise set."""
+    preset = PRESETS.get(values.get("preset", ""), {})
+    typed = sorted(name for name in values if name in preset)
+    given = [name for name in str(values.get("preset_keep", "")).split(",") if name.strip()]
+    if not typed:
+        return values
+    return {**values, "preset_keep": ",".join(dict.fromkeys(given + typed))}
 
 
 def training_k(cfg: NscnetConfig) -> int:
@@ -163,8 +178,8 @@ def final_clustering(features: np.ndarray, cfg: NscnetConfig) -> tuple[np.ndarra
     if cfg.final_reducer == "umap":
         processed = umap_reduce(processed, cfg)
     result = fit_clusters(processed, params)
-    if result.centroids is None:  # what predict reads: the mean of every cluster
-        k = max(int(result.labels.max()) + 1, 1)
-        keep = result.labels >= 0
+    keep = result.labels >= 0  # all noise (fit_clusters warns): no cluster, no centroid
+    if keep.any() and result.centroids is None:  # the mean of every cluster
+        k = int(result.labels.max()) + 1
         result = dataclasses.replace(result, centroids=label_centroids(processed[keep], result.labels[keep], k))
     return processed, result, params

@@ -18,7 +18,6 @@ Pure functions (arrays in, arrays out), used by `nscnet.models.nscnet.run_nscnet
 from __future__ import annotations
 
 import dataclasses
-import logging
 from typing import Any
 
 import numpy as np
@@ -28,7 +27,6 @@ from nscnet.cluster import ClusterResult, fit_clusters
 from nscnet.config import NscnetConfig, replace
 from nscnet.postprocess import postprocess
 
-log = logging.getLogger(__name__)
 
 # `--preset quality`: the recipe measured best on real song (docs/RESULTS.md). Each value is
 # applied only where the user left the field at its default.

@@ -359,6 +359,8 @@ class PretrainConfig(TrainParams):
     projection_dim: int = param(64, "output width of the projection head the loss sees")
     temperature: float = param(0.2, "NT-Xent temperature")
     shift: int = param(16, "largest circular time shift of a view, frames at 512 frames (scaled with width)")
+    edge_mask: int = param(96, "largest silence mask at each end of a view, frames at 512 frames (scaled with "
+                               "width): invariance to the neighbouring sounds a fixed-length cut takes in (0 = off)")
     gain: float = param(0.1, "largest gain change of a view, in image units (1 = the image's dB range)")
     noise: float = param(0.03, "standard deviation of the Gaussian noise added to a view")
     time_warp: int = param(0, "SpecAugment time warp W at 512 frames")
@@ -378,7 +380,7 @@ class PretrainConfig(TrainParams):
         _check_positive(self, "umap_dim", "umap_neighbors")
         _check_positive(self, "umap_min_dist", allow_zero=True)
         _check_positive(self, "embedding_dim", "projection_dim", "temperature")
-        _check_positive(self, "shift", "gain", "noise", "time_warp", "freq_mask", "freq_masks", "time_mask",
+        _check_positive(self, "shift", "edge_mask", "gain", "noise", "time_warp", "freq_mask", "freq_masks", "time_mask",
                         "time_masks", "epoch_size", allow_zero=True)
         if self.batch_size < 2:
             raise ConfigError(f"batch_size={self.batch_size}: contrastive training needs at least 2 images per batch")

@@ -185,3 +185,19 @@ def test_final_clustering_by_umap_and_hdbscan_finds_separated_groups():
     from sklearn.metrics import normalized_mutual_info_score
     assert normalized_mutual_info_score(truth, result.labels) > 0.9
     assert result.centroids.shape[0] == result.labels.max() + 1
+
+
+def test_edge_masks_silence_only_the_ends_of_a_view():
+    from nscnet.models.pretrain import view
+    from nscnet.models.specaugment import SpecAugment
+
+    images = torch.ones(16, 1, 8, 64)
+    plain = dict(shift=0, gain=0.0, noise=0.0, freq_mask=0, time_mask=0, edge_mask=0)
+    augment = SpecAugment(0, 0, 1, 0, 1)
+    out = view(images, PretrainConfig(**{**plain, "edge_mask": 64}), augment, torch.Generator().manual_seed(0))
+    live = out[:, 0, 0, :] > 0                                   # (16, 64): 8 frames at most at each end
+    assert live[:, 8:56].all() and not live.all()
+    for row in live:                                             # one silent prefix, one silent suffix
+        kept = torch.nonzero(row).flatten()
+        assert len(kept) == int(kept[-1] - kept[0]) + 1
+    assert torch.equal(view(images, PretrainConfig(**plain), augment, torch.Generator().manual_seed(0)), images)

@@ -56,7 +56,7 @@ def two_views(images: torch.Tensor, cfg: PretrainConfig, augment: SpecAugment,
 
 
 def view(images: torch.Tensor, cfg: PretrainConfig, augment: SpecAugment, generator: torch.Generator) -> torch.Tensor:
-    """One augmented view of images (B, 1, H, W): time shift, gain, noise, SpecAugment masks."""
+    """One augmented view of images (B, 1, H, W): time shift, edge masks, gain, noise, SpecAugment masks."""
     batch, _, height, width = images.shape
     out = images
     shift = scaled(cfg.shift, width)
@@ -64,6 +64,13 @@ def view(images: torch.Tensor, cfg: PretrainConfig, augment: SpecAugment, genera
         offsets = torch.randint(-shift, shift + 1, (batch,), generator=generator)
         columns = (torch.arange(width)[None, :] - offsets[:, None]) % width                 # (B, W)
         out = torch.gather(out, 3, columns[:, None, None, :].expand(batch, 1, height, width).to(out.device))
+    edge = scaled(cfg.edge_mask, width)
+    if edge > 0:  # silence a random number of frames (0..edge) at each end, per image
+        left = torch.randint(0, edge + 1, (batch, 1), generator=generator)
+        right = torch.randint(0, edge + 1, (batch, 1), generator=generator)
+        columns = torch.arange(width)[None, :]
+        keep = (columns >= left) & (columns < width - right)                                 # (B, W)
+        out = out * keep[:, None, None, :].to(out.device, out.dtype)
     if cfg.gain > 0:
         out = out + ((torch.rand(batch, 1, 1, 1, generator=generator) * 2 - 1) * cfg.gain).to(out.device)
     if cfg.noise > 0:

@@ -220,7 +220,8 @@ def run_nscnet(cfg: NscnetConfig) -> dict[str, Any]:
                                               images, device, prefix="pretrain_")
                 tracking.log_metrics({"pretrain_first_loss": losses[0], "pretrain_last_loss": losses[-1]})
                 training.seed_everything(cfg.seed)  # the DeepCluster phase starts from the same RNG state
-            set_batchnorm_statistics(model, feature_loader, device, precision)
+            if not (cfg.pretrain_epochs or cfg.pretrained_run):  # a pretrained network has its own statistics
+                set_batchnorm_statistics(model, feature_loader, device, precision)
 
         for epoch in range(start, cfg.epochs + 1):
             started = time.perf_counter()

@@ -33,8 +33,9 @@ from nscnet.postprocess import postprocess
 PRESETS: dict[str, dict[str, Any]] = {
     "paper": {},
     # benchmarks/quality.py "nscnet --preset quality": SimCLR pretraining of a small CNN inside
-    # the run (3 epochs of 2,048 images), no DeepCluster epoch (one, even at lr 1e-4, lowered
-    # nmi_truth from 0.871 to 0.851), then UMAP 10 + HDBSCAN of the learned embeddings. With
+    # the run (3 epochs of 2,048 images, `pretrain`'s default views with edge masks), no
+    # DeepCluster epoch (one, even at lr 1e-4, lowered nmi_truth from 0.871 to 0.851), then
+    # UMAP 10 + HDBSCAN of the learned embeddings. With
     # --epochs N the DeepCluster epochs use the levers below (warm start, re-seeding, lr 1e-3).
     "quality": {"backbone": "small_cnn", "embedding_dim": 128, "pca_dim": 64, "batch_size": 64,
                 "pretrain_epochs": 3, "pretrain_epoch_size": 2048, "epochs": 0,

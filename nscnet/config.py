@@ -265,6 +265,8 @@ class VaenetConfig(TrainParams):
     filters: tuple[int, ...] = param((32, 64, 128, 256, 256), "encoder widths of the five stride-2 convolutions")
     dense_units: int = param(512, "units of the dense layer before the latent")
     residual: bool = param(False, "add residual blocks between the convolutions")
+    pretrained_run: str = param("", "MLflow run id of a `nscnet pretrain --backbone vae_encoder --input_mode adapt` "
+                                    "run whose convolutions the encoder starts from")
     val_fraction: float = param(0.1, "held-out share for validation loss and early stopping")
     n_reconstructions: int = param(6, "inputs shown above their reconstructions in the figure")
 

@@ -11,7 +11,7 @@ import torch
 
 from nscnet import tracking as T
 from nscnet.cluster import stability
-from nscnet.config import BasenetConfig, ConfigError, DataError, NscnetConfig, PretrainConfig
+from nscnet.config import BasenetConfig, ConfigError, DataError, NscnetConfig, PretrainConfig, VaenetConfig
 from nscnet.models.levers import (apply_preset, label_centroids, match_labels, needs_final_clustering,
                                   reseed_empty)
 from nscnet.models.pretrain import nt_xent
@@ -147,6 +147,32 @@ def test_pretraining_lowers_its_loss_and_nscnet_starts_from_it(tracking, data):
     assert run_nscnet(deep)["nmi_truth"] > 0.3
     with pytest.raises(DataError, match="backbone"):
         build_model(NscnetConfig(**{**TINY, "backbone": "efficientnet_b0"}, pretrained_run=run_id))
+    from nscnet.models.pretrain import load_pretrained_encoder
+    from nscnet.models.vaenet import build_model as build_vae
+
+    with pytest.raises(DataError, match="vae_encoder"):  # VAENet starts only from its own encoder
+        load_pretrained_encoder(build_vae(VaenetConfig(), (32, 64)), run_id, VaenetConfig())
+
+
+def test_vaenet_starts_from_a_pretrained_vae_encoder(tracking, data):
+    from nscnet.models.pretrain import load_pretrained_encoder, run_pretrain
+    from nscnet.models.vaenet import build_model as build_vae
+    from nscnet.models.vaenet import run_vaenet
+
+    machinery = dict(num_workers=0, device="cpu", threads=1, seed=0, truth=True, stability_runs=0)
+    pre = run_pretrain(PretrainConfig(data=str(data), k=4, epochs=1, batch_size=16, backbone="vae_encoder",
+                                      input_mode="adapt", embedding_dim=32, pca_dim=8, **machinery))
+    cfg = VaenetConfig(data=str(data), k=4, epochs=1, batch_size=16, pretrained_run=pre["run_id"], **machinery)
+    model = build_vae(cfg, (32, 64))
+    load_pretrained_encoder(model, pre["run_id"], cfg)
+    state = torch.load(T.download_artifact(pre["run_id"], "pretrained/embedder.pt"), weights_only=True)
+    for block in range(5):  # every stride-2 convolution and its BatchNorm statistics
+        assert torch.equal(model.state_dict()[f"encoder.{block}.0.weight"], state[f"features.{block}.0.weight"])
+        assert torch.equal(model.state_dict()[f"encoder.{block}.1.running_mean"],
+                           state[f"features.{block}.1.running_mean"])
+    assert run_vaenet(cfg)["n_clusters"] == 4
+    with pytest.raises(DataError, match="default filters"):
+        load_pretrained_encoder(build_vae(cfg, (32, 64)), pre["run_id"], VaenetConfig(filters=(8, 16, 16, 32, 32)))
 
 
 def test_nscnet_pretrains_in_its_own_run_when_asked(tracking, data):

@@ -50,6 +50,18 @@ def small_cnn(in_channels: int = 3) -> tuple[nn.Module, int]:
     return nn.Sequential(*layers), width
 
 
+@register("vae_encoder")
+def vae_encoder(in_channels: int = 1) -> tuple[nn.Module, int]:
+    """VAENet's encoder at its default widths: five stride-2 conv-BN-LeakyReLU blocks
+    (`nscnet.models.vae_model`), so that a `pretrain` run with `--backbone vae_encoder
+    --input_mode adapt` gives VAENet its starting weights (`vaenet --pretrained_run`)."""
+    from nscnet.config import VaenetConfig
+    from nscnet.models.vae_model import encoder_blocks
+
+    filters = VaenetConfig().filters
+    return encoder_blocks(filters, in_channels=in_channels), filters[-1]
+
+
 class Embedder(nn.Module):
     """(B, 1, H, W) images -> (B, embedding_dim) embeddings.
 

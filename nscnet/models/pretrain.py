@@ -207,19 +207,46 @@ def load_pretrained(model: Embedder, run_id: str, cfg: Any) -> None:
     The backbone must match (backbone, input_mode); the embedding layer is loaded too when
     embedding_dim matches, else it keeps its fresh initial values.
     """
+    description, state = _pretrained(run_id)
+    for name in ("backbone", "input_mode"):
+        if description[name] != getattr(cfg, name):
+            raise DataError(f"pretrained_run={run_id!r} trained {name}={description[name]!r} but this run uses "
+                            f"{name}={getattr(cfg, name)!r}")
+    if description["embedding_dim"] != cfg.embedding_dim:
+        log.warning("pretrained_run %s has embedding_dim=%s, this run %s: only the backbone is loaded",
+                    run_id, description["embedding_dim"], cfg.embedding_dim)
+        state = {k: v for k, v in state.items() if not k.startswith("embed.")}
+    model.load_state_dict(state, strict=False)
+
+
+def _pretrained(run_id: str) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """(model.json, state dict) of a `pretrain` run; DataError when the run has none."""
     try:
         description = json.loads(Path(tracking.download_artifact(run_id, f"{ARTIFACT_DIR}/model.json")).read_text())
         path = tracking.download_artifact(run_id, f"{ARTIFACT_DIR}/embedder.pt")
     except Exception as exc:  # no such run, or not a pretrain run
         raise DataError(f"pretrained_run={run_id!r}: no pretrained network in that run "
                         f"({str(exc).splitlines()[0][:150]})") from None
-    for name in ("backbone", "input_mode"):
-        if description[name] != getattr(cfg, name):
-            raise DataError(f"pretrained_run={run_id!r} trained {name}={description[name]!r} but this run uses "
-                            f"{name}={getattr(cfg, name)!r}")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if description["embedding_dim"] != cfg.embedding_dim:
-        log.warning("pretrained_run %s has embedding_dim=%s, this run %s: only the backbone is loaded",
-                    run_id, description["embedding_dim"], cfg.embedding_dim)
-        state = {k: v for k, v in state.items() if not k.startswith("embed.")}
-    model.load_state_dict(state, strict=False)
+    return description, torch.load(path, map_location="cpu", weights_only=True)
+
+
+def load_pretrained_encoder(model: nn.Module, run_id: str, cfg: Any) -> None:
+    """Start VAENet's encoder (`model`: a ConvVAE) from a `pretrain` run of the `vae_encoder`
+    backbone with `input_mode adapt`: its five convolution blocks take the pretrained weights
+    (and BatchNorm statistics); the bottleneck, dense and decoder layers stay fresh.
+    DataError when the run trained another network or this VAE has other encoder widths."""
+    from nscnet.config import VaenetConfig
+
+    description, state = _pretrained(run_id)
+    if (description["backbone"], description["input_mode"]) != ("vae_encoder", "adapt"):
+        raise DataError(f"pretrained_run={run_id!r} trained backbone={description['backbone']!r}, "
+                        f"input_mode={description['input_mode']!r}: VAENet starts only from "
+                        "`nscnet pretrain --backbone vae_encoder --input_mode adapt`")
+    if tuple(cfg.filters) != VaenetConfig().filters or cfg.residual:
+        raise DataError(f"pretrained_run={run_id!r}: the vae_encoder backbone has the default filters "
+                        f"{VaenetConfig().filters} and no residual blocks; this run has filters={cfg.filters}, "
+                        f"residual={cfg.residual}")
+    encoder = {"encoder." + key[len("features."):]: value for key, value in state.items() if key.startswith("features.")}
+    unexpected = model.load_state_dict(encoder, strict=False).unexpected_keys
+    if unexpected:  # cannot happen for matching widths; a guard against silent partial loads
+        raise DataError(f"pretrained_run={run_id!r}: weights that VAENet's encoder does not have: {unexpected[:3]}")

@@ -41,6 +41,17 @@ def _deconv_block(cin: int, cout: int, **conv) -> nn.Sequential:
                          nn.LeakyReLU(NEGATIVE_SLOPE, inplace=True))
 
 
+def encoder_blocks(filters: tuple[int, ...], *, in_channels: int = 1, residual: bool = False) -> nn.Sequential:
+    """The five stride-2 3x3 conv-BN-LeakyReLU blocks of the encoder (residual blocks after
+    each when asked): (B, in_channels, H, W) -> (B, filters[-1], ~H/32, ~W/32)."""
+    blocks: list[nn.Module] = []
+    for cin, cout in zip((in_channels, *filters[:-1]), filters):
+        blocks.append(_conv_block(cin, cout, kernel_size=3, stride=2, padding=1))
+        if residual:
+            blocks.append(ResidualBlock(cout))
+    return nn.Sequential(*blocks)
+
+
 class ResidualBlock(nn.Module):
     """x + conv-bn-lrelu-conv-bn(x), then LeakyReLU: shape-preserving (B, C, H, W)."""
 
@@ -101,11 +112,7 @@ class ConvVAE(nn.Module):
         h, w = self.shapes.bottleneck
         self.flat_dim = bottleneck_channels * h * w
 
-        encoder: list[nn.Module] = []
-        for cin, cout in zip(widths[:-1], widths[1:]):
-            encoder.append(_conv_block(cin, cout, kernel_size=3, stride=2, padding=1))
-            if residual:
-                encoder.append(ResidualBlock(cout))
+        encoder = list(encoder_blocks(filters, residual=residual))
         encoder.append(_conv_block(filters[-1], bottleneck_channels,
                                    kernel_size=self.shapes.last, stride=self.shapes.last))
         self.encoder = nn.Sequential(*encoder, nn.Flatten())

@@ -196,6 +196,10 @@ def run_vaenet(cfg: VaenetConfig) -> dict[str, Any]:
 
         seed_everything(cfg.seed)
         model = build_model(cfg, dataset.image_shape)
+        if cfg.pretrained_run and state is None:  # a resumed run has its weights in the checkpoint
+            from nscnet.models.pretrain import load_pretrained_encoder
+
+            load_pretrained_encoder(model, cfg.pretrained_run, cfg)
         model.init_output_bias(mean_pixel(dataset.images, train_rows))
         model.to(device)
         optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)

@@ -1,13 +1,15 @@
 """Self-supervised pretraining (SimCLR, Chen et al. 2020) of the embedding network.
 
 Every batch of B images becomes two augmented views each (`two_views`: small circular time
-shift, gain, Gaussian noise, then SpecAugment masks); the embedding network of NSCNet
+shift, edge masks, gain, Gaussian noise, then SpecAugment masks); the embedding network of NSCNet
 (`nscnet.models.backbones.Embedder`) plus a small projection head maps both views, and the
 NT-Xent loss (`nt_xent`) pulls the two views of an image together and pushes the other
 2B - 2 away. No label is read. After training, the embeddings of every segment are clustered
 and scored like any model's (`nscnet.evaluate.evaluate_and_log`), and the embedding network's
 state dict is logged as `pretrained/embedder.pt` (+ `pretrained/model.json`); NSCNet starts
-from it with `--pretrained_run <run id>` (`load_pretrained`).
+from it with `--pretrained_run <run id>` (`load_pretrained`), VAENet from a run of the
+`vae_encoder` backbone (`load_pretrained_encoder`). NSCNet's `pretrain_epochs` runs
+`contrastive_training` inside its own run.
 """
 
 from __future__ import annotations

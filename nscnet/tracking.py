@@ -112,7 +112,7 @@ def start_run(cfg: Any, step: str, *, run_id: str | None = None, nested: bool = 
         global _last_started
         _last_started = run.info.run_id
         if not run_id and not project_run:
-            _params_seen[run.info.run_id] = set()  # a new run: no params yet, no need to ask the store
+            _params_seen[run.info.run_id] = {}  # a new run: no params yet, no need to ask the store
         try:
             if log_config and not run_id:
                 log_params(to_params(cfg))
@@ -139,22 +139,31 @@ def _param_text(value: Any) -> str:
 
 
 # run id -> names of the params it holds: the store is asked once per resumed run, never per call
-_params_seen: dict[str, set[str]] = {}
+_params_seen: dict[str, dict[str, str]] = {}
+EFFECTIVE_TAG = "nscnet.effective."
 
 
 def log_params(params: Mapping[str, Any]) -> None:
-    """Log params as text; those the run already has (e.g. from `mlflow run -P`) are kept."""
+    """Log params as text; those the run already has (e.g. from `mlflow run -P`) are kept, and
+    where the value in effect differs (a preset filled it in) it is tagged
+    `nscnet.effective.<name>` (MLflow params cannot change)."""
     run = mlflow.active_run()
     if run is None:
-        seen: set[str] = set()
+        seen: dict[str, str] = {}
     else:
         seen = _params_seen.get(run.info.run_id)
         if seen is None:
-            seen = _params_seen[run.info.run_id] = set(MlflowClient().get_run(run.info.run_id).data.params)
-    clean = {k: _param_text(v) for k, v in params.items() if k not in seen}
+            seen = _params_seen[run.info.run_id] = dict(MlflowClient().get_run(run.info.run_id).data.params)
+    texts = {k: _param_text(v) for k, v in params.items()}
+    clean = {k: text for k, text in texts.items() if k not in seen}
     items = list(clean.items())
     for start in range(0, len(items), 100):
         mlflow.log_params(dict(items[start:start + 100]))
+    differ = {k: text for k, text in texts.items() if k in seen and seen[k] != text}
+    if differ:
+        mlflow.set_tags({EFFECTIVE_TAG + k: text for k, text in differ.items()})
+        log.info("params in effect differ from the run's logged params (tagged %s*): %s", EFFECTIVE_TAG,
+                 ", ".join(f"{k}={v}" for k, v in differ.items()))
     seen.update(clean)
 
 

@@ -126,3 +126,21 @@ def test_long_steps_log_system_metrics_and_experiments_open_on_training_runs(tra
     import mlflow
 
     assert mlflow.get_experiment_by_name("system-metrics").tags[trk.EXPERIMENT_KIND_TAG] == "custom_model_development"
+
+
+def test_mlflow_run_params_stay_and_values_in_effect_are_tagged(tracking, monkeypatch):
+    # `mlflow run` logs every MLproject parameter before the step starts; a preset may then
+    # change a value (MLflow params cannot change): the value in effect goes into a tag
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking)  # this test's store, whatever an earlier test set
+    experiment = client.create_experiment("project-run")
+    project = client.create_run(experiment)
+    client.log_param(project.info.run_id, "k", "7")
+    monkeypatch.setenv("MLFLOW_RUN_ID", project.info.run_id)
+    with trk.start_run(BasenetConfig(k=9, experiment="project-run"), "basenet") as run:
+        assert run.info.run_id == project.info.run_id
+    logged = trk.get_run(project.info.run_id).data
+    assert logged.params["k"] == "7" and logged.params["pca_dim"] == str(BasenetConfig().pca_dim)
+    assert logged.tags["nscnet.effective.k"] == "9"
+    assert "nscnet.effective.pca_dim" not in logged.tags

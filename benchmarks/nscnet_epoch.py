@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import threading
@@ -41,7 +40,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from vaenet_epoch import _peak_memory, random_dataset  # noqa: E402  (the same dataset and PSS sampler as VAENet's)
+from vaenet_epoch import _peak_memory, random_dataset, run_memory_child  # noqa: E402  (shared with VAENet's)
 
 
 def _timed(fn, device) -> float:
@@ -195,19 +194,10 @@ def memory(args: argparse.Namespace) -> None:
     else:
         runs += [["--child", str(n)] for n in args.sizes]
     for extra in runs:
-        out = subprocess.run([sys.executable, __file__, *extra, "--num-workers", str(args.num_workers),
-                              "--memory-height", str(args.memory_height), "--memory-width", str(args.memory_width),
-                              "--batch-size", str(args.batch_size), "--device", args.device, "--k", str(args.k),
-                              "--memory-backbone", args.memory_backbone],
-                             capture_output=True, text=True,
-                             env={**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())})
-        lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
-        if out.returncode != 0 or not lines:
-            print(f"  {' '.join(extra)}: failed\n{out.stderr[-2000:]}")
-            continue
-        r = json.loads(lines[-1])
-        print(f"  N={r['n']:>6} ({r['dataset_mb']:.0f} MB of images): peak anonymous PSS {r['anon_mb']:.0f} MB, "
-              f"peak file-backed PSS {r['file_mb']:.0f} MB, {r['seconds']:.1f} s")
+        run_memory_child(__file__, [*extra, "--num-workers", str(args.num_workers), "--memory-height",
+                                    str(args.memory_height), "--memory-width", str(args.memory_width),
+                                    "--batch-size", str(args.batch_size), "--device", args.device, "--k", str(args.k),
+                                    "--memory-backbone", args.memory_backbone], " ".join(extra))
 
 
 def main() -> None:

@@ -52,7 +52,6 @@ def main() -> None:
 
     logging.disable(logging.WARNING)
     import librosa
-    import numpy as np
     from threadpoolctl import threadpool_limits
 
     from nscnet.audio.features import fit_duration, hop_length_for

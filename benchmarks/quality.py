@@ -201,8 +201,8 @@ def print_table(rows: list[dict], work: Path) -> None:
         return "-" if v is None or (isinstance(v, float) and not np.isfinite(v)) else format(v, spec)
 
     groups = list(dict.fromkeys((r["configuration"], r.get("k", K)) for r in rows))
-    header = (f"| configuration | K | seeds | nmi_truth mean ± std | ari_truth | silhouette | stability | "
-              f"n_clusters | CPU min/run |")
+    header = ("| configuration | K | seeds | nmi_truth mean ± std | ari_truth | silhouette | stability | "
+              "n_clusters | CPU min/run |")
     print("\n" + header + "\n|" + "---|" * 9)
     for name, k in groups:
         group = [r for r in rows if r["configuration"] == name and r.get("k", K) == k]

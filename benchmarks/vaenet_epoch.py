@@ -154,21 +154,27 @@ def memory_child(args: argparse.Namespace) -> None:
         print(json.dumps({"n": args.child, "dataset_mb": dataset_mb, "seconds": time.perf_counter() - start, **peak}))
 
 
+def run_memory_child(script: str, argv: list[str], label: str) -> None:
+    """Run `script` with `argv` in a fresh process (one whole run, sampled by `_peak_memory`)
+    and print its JSON result line; shared with benchmarks/nscnet_epoch.py."""
+    out = subprocess.run([sys.executable, script, *argv], capture_output=True, text=True,
+                         env={**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())})
+    lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
+    if out.returncode != 0 or not lines:
+        print(f"  {label}: failed\n{out.stderr[-2000:]}")
+        return
+    r = json.loads(lines[-1])
+    print(f"  N={r['n']:>6} ({r['dataset_mb']:.0f} MB of images): peak anonymous PSS {r['anon_mb']:.0f} MB, "
+          f"peak file-backed PSS {r['file_mb']:.0f} MB, {r['seconds']:.1f} s")
+
+
 def memory(args: argparse.Namespace) -> None:
     print(f"peak memory of a whole run_vaenet (1 epoch + encode + k-means), {args.memory_height} x "
           f"{args.memory_width} images, num_workers {args.num_workers}, main process + workers:")
     for n in args.sizes:
-        out = subprocess.run([sys.executable, __file__, "--child", str(n), "--num-workers", str(args.num_workers),
-                              "--memory-height", str(args.memory_height), "--memory-width", str(args.memory_width),
-                              "--batch-size", str(args.batch_size), "--device", args.device],
-                             capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())})
-        lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
-        if out.returncode != 0 or not lines:
-            print(f"  N={n}: failed\n{out.stderr[-2000:]}")
-            continue
-        r = json.loads(lines[-1])
-        print(f"  N={r['n']:>6} ({r['dataset_mb']:.0f} MB of images): peak anonymous PSS {r['anon_mb']:.0f} MB, "
-              f"peak file-backed PSS {r['file_mb']:.0f} MB, {r['seconds']:.1f} s")
+        run_memory_child(__file__, ["--child", str(n), "--num-workers", str(args.num_workers),
+                                    "--memory-height", str(args.memory_height), "--memory-width", str(args.memory_width),
+                                    "--batch-size", str(args.batch_size), "--device", args.device], f"N={n}")
 
 
 def main() -> None:

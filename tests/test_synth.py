@@ -20,7 +20,7 @@ SMALL = dict(types=4, songs=16, recordings=2)
 def test_same_seed_same_files_other_seed_other_files(tmp_path):
     a = write_synthetic(SynthConfig(out=str(tmp_path / "a"), seed=3, **SMALL))
     b = write_synthetic(SynthConfig(out=str(tmp_path / "b"), seed=3, **SMALL))
-    c = write_synthetic(SynthConfig(out=str(tmp_path / "c"), seed=4, **SMALL))
+    write_synthetic(SynthConfig(out=str(tmp_path / "c"), seed=4, **SMALL))  # another seed, compared below
     pd.testing.assert_frame_equal(a, b)
     names = sorted(p.name for p in (tmp_path / "a").iterdir())
     assert names == ["synth_000.txt", "synth_000.wav", "synth_001.txt", "synth_001.wav", "truth.csv"]

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from nscnet.dataset import IMAGES, META, SEGMENTS, open_image_writer
 
@@ -64,3 +65,14 @@ def make_dataset(path: str | Path, *, classes: int = 4, per_class: int = 24, hei
     pd.DataFrame(rows).to_csv(path / SEGMENTS, index=False)
     (path / META).write_text(json.dumps({"n_mels": height, "frames": width, "synthetic": "fixtures_deep"}))
     return path
+
+
+@pytest.fixture
+def one_torch_thread():
+    """torch on one CPU thread for the test (the tiny networks gain nothing from more), restored after."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -16,7 +16,7 @@ from nscnet.models.levers import (apply_preset, label_centroids, match_labels, n
                                   reseed_empty)
 from nscnet.models.pretrain import nt_xent
 from nscnet.selection import best_criterion, rank_correlations, resample_stability
-from tests.fixtures_deep import make_dataset
+from tests.fixtures_deep import make_dataset, one_torch_thread  # noqa: F401 (fixture)
 
 TINY = dict(k=4, epochs=2, backbone="small_cnn", embedding_dim=32, pca_dim=8, num_workers=0, lr=1e-3,
             batch_size=16, freq_mask=4, device="cpu", log_model=False, seed=1, threads=1, truth=True,
@@ -28,12 +28,7 @@ def data(tmp_path_factory):
     return make_dataset(tmp_path_factory.mktemp("quality") / "ds", classes=4, per_class=16, height=32, width=64)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # ----------------------------------------------------------------------------- stability

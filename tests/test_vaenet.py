@@ -15,6 +15,7 @@ from nscnet.config import ConfigError, DataError, VaenetConfig
 from nscnet.models.vae_model import ConvVAE, kl_weight, vae_loss, vae_shapes
 from nscnet.models.vaenet import run_vaenet
 from nscnet.tracking import download_artifact, get_run, list_artifacts, load_torch_model, metric_history
+from tests.fixtures_deep import one_torch_thread  # noqa: F401 (fixture)
 from tests.fixtures_resume import checkpoint_epoch, launch, training_store
 from tests.fixtures_vae import write_dataset
 
@@ -22,12 +23,7 @@ SMALL = dict(filters=(4, 8, 8, 16, 16), dense_units=32, latent_dim=4)
 TRAINABLE = dict(filters=(8, 16, 16, 32, 32), dense_units=64, latent_dim=8)  # learns the contours in a few epochs
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # ------------------------------------------------------------------------------ network

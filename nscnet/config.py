@@ -204,18 +204,25 @@ REDUCERS = ("pca", "umap")
 
 
 @dataclass(frozen=True)
-class BasenetConfig(ClusterParams):
-    """BASENet: flattened images -> post-processing -> clustering."""
+class UmapParams(StepConfig):
+    """The UMAP reducer's settings, for every step that can reduce with UMAP (BASENet, NSCNet's
+    final clustering, pretrain's evaluation clustering); used when that step's reducer is umap."""
 
-    reducer: str = param("pca", "dimensionality reduction before clustering", choices=REDUCERS)
-    umap_dim: int = param(10, "UMAP output dimensions (reducer=umap)")
-    umap_neighbors: int = param(15, "UMAP n_neighbors (reducer=umap)")
-    umap_min_dist: float = param(0.0, "UMAP min_dist (reducer=umap; 0 packs clusters tightly for HDBSCAN)")
+    umap_dim: int = param(10, "UMAP output dimensions (when UMAP is the reducer)")
+    umap_neighbors: int = param(15, "UMAP n_neighbors (when UMAP is the reducer)")
+    umap_min_dist: float = param(0.0, "UMAP min_dist (when UMAP is the reducer; 0 packs clusters tightly for HDBSCAN)")
 
     def __post_init__(self) -> None:
         super().__post_init__()
         _check_positive(self, "umap_dim", "umap_neighbors")
         _check_positive(self, "umap_min_dist", allow_zero=True)
+
+
+@dataclass(frozen=True)
+class BasenetConfig(ClusterParams, UmapParams):
+    """BASENet: flattened images -> post-processing -> clustering."""
+
+    reducer: str = param("pca", "dimensionality reduction before clustering", choices=REDUCERS)
 
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -281,7 +288,7 @@ class VaenetConfig(TrainParams):
 
 
 @dataclass(frozen=True)
-class NscnetConfig(TrainParams):
+class NscnetConfig(TrainParams, UmapParams):
     """NSCNet: DeepCluster-style end-to-end deep clustering with EfficientNet-B0."""
 
     _zero_epochs_allowed = True
@@ -324,14 +331,10 @@ class NscnetConfig(TrainParams):
     final_reducer: str = param("pca", "final clustering: reducer of the learned embeddings (pca = the training "
                                       "post-processing; umap = UMAP to umap_dim after it)", choices=REDUCERS)
     final_algorithm: str = param("kmeans", "final clustering algorithm of the learned embeddings", choices=ALGORITHMS)
-    umap_dim: int = param(10, "UMAP output dimensions (final_reducer=umap)")
-    umap_neighbors: int = param(15, "UMAP n_neighbors (final_reducer=umap)")
-    umap_min_dist: float = param(0.0, "UMAP min_dist (final_reducer=umap)")
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _check_positive(self, "umap_dim", "umap_neighbors")
-        _check_positive(self, "k_train", "umap_min_dist", "pretrain_epochs", "pretrain_epoch_size", allow_zero=True)
+        _check_positive(self, "k_train", "pretrain_epochs", "pretrain_epoch_size", allow_zero=True)
         if self.pretrain_epochs and self.pretrained_run:
             raise ConfigError("pretrain_epochs and pretrained_run both set: start from a pretrain run or "
                               "pretrain in this run, not both")
@@ -345,7 +348,7 @@ class NscnetConfig(TrainParams):
 
 
 @dataclass(frozen=True)
-class PretrainConfig(TrainParams):
+class PretrainConfig(TrainParams, UmapParams):
     """Self-supervised (SimCLR) pretraining of an embedding network; its embeddings are clustered too."""
 
     k: int = param(16, "clusters of the pretrained embeddings' evaluation clustering")
@@ -373,14 +376,9 @@ class PretrainConfig(TrainParams):
     epoch_size: int = param(0, "images per epoch, drawn at random (0 = all)")
     reducer: str = param("pca", "evaluation clustering: pca = the post-processing only; umap = UMAP to umap_dim "
                                 "after it (with algorithm=hdbscan: the best measured, docs/RESULTS.md)", choices=REDUCERS)
-    umap_dim: int = param(10, "UMAP output dimensions (reducer=umap)")
-    umap_neighbors: int = param(15, "UMAP n_neighbors (reducer=umap)")
-    umap_min_dist: float = param(0.0, "UMAP min_dist (reducer=umap)")
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _check_positive(self, "umap_dim", "umap_neighbors")
-        _check_positive(self, "umap_min_dist", allow_zero=True)
         _check_positive(self, "embedding_dim", "projection_dim", "temperature")
         _check_positive(self, "shift", "edge_mask", "gain", "noise", "time_warp", "freq_mask", "freq_masks", "time_mask",
                         "time_masks", "epoch_size", allow_zero=True)

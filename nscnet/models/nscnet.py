@@ -30,7 +30,7 @@ from nscnet import plots, tracking, training
 from nscnet.config import ConfigError, DataError, NscnetConfig
 from nscnet.dataset import Dataset, TorchImages, read_dataset
 from nscnet.evaluate import add_stability, log_exports, log_figures, log_predict_state, score
-from nscnet.models import levers, register
+from nscnet.models import levers
 from nscnet.models.arcface import make_head
 from nscnet.models.backbones import Embedder, load_backbone_weights
 from nscnet.models.sampler import ClusterUniformSampler
@@ -155,19 +155,15 @@ def check_inputs(cfg: NscnetConfig, dataset: Dataset) -> None:
         raise ConfigError(f"k={cfg.k} is larger than the number of segments in {cfg.data} ({len(dataset)}): choose k <= {len(dataset)}")
     if cfg.k_train > len(dataset):
         raise ConfigError(f"k_train={cfg.k_train} is larger than the number of segments in {cfg.data} ({len(dataset)})")
-    if cfg.k_values:
-        log.warning("k_values is ignored by nscnet: it trains with one k (%d)", cfg.k)
 
 
 # --------------------------------------------------------------------------- the entry point
 
-@register("nscnet")
 def run_nscnet(cfg: NscnetConfig) -> dict[str, Any]:
     """The `nscnet` entry point: train, cluster every epoch, log everything; returns final metrics."""
     if cfg.resume:  # the run's own config, except what may change on resume
         cfg = training.resume_config(cfg.resume, STEP, NscnetConfig, resume=cfg.resume, device=cfg.device,
                                      amp=cfg.amp, num_workers=cfg.num_workers, threads=cfg.threads)
-    cfg = levers.apply_preset(cfg)  # the preset's levers where the user kept a default
     k_train = levers.training_k(cfg)
     dataset = read_dataset(cfg.data)
     check_inputs(cfg, dataset)
@@ -294,8 +290,10 @@ def log_results(cfg: NscnetConfig, dataset: Dataset, model: torch.nn.Module, hea
                 features: np.ndarray, processed: np.ndarray, labels: np.ndarray, centroids: np.ndarray,
                 truth: np.ndarray | None, sizes_history: dict, run_id: str) -> None:
     """Figures, exports, the model, and what `predict` needs, logged to the active run."""
-    log_figures(processed, labels, truth, seed=cfg.seed)
-    log_exports(dataset, labels, features)  # assignments.csv, label tracks, embeddings.npy (raw)
+    if cfg.figures:
+        log_figures(processed, labels, truth, seed=cfg.seed)
+    if cfg.export:
+        log_exports(dataset, labels, features)  # assignments.csv, label tracks, embeddings.npy (raw)
     curves = {}
     for name in ("nmi_prev", "silhouette", "train_loss") + (("nmi_truth",) if truth is not None else ()):
         curves[name] = dict(tracking.metric_history(run_id, name))  # a resumed epoch logs twice: keep one

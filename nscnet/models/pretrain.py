@@ -10,10 +10,17 @@ state dict is logged as `pretrained/embedder.pt` (+ `pretrained/model.json`); NS
 from it with `--pretrained_run <run id>` (`load_pretrained`), VAENet from a run of the
 `vae_encoder` backbone (`load_pretrained_encoder`). NSCNet's `pretrain_epochs` runs
 `contrastive_training` inside its own run.
+
+Mixed precision (`amp`) applies on CUDA (`nscnet.training.Precision`); a run killed at any
+point continues with `--resume <run id>` from its last finished epoch (a checkpoint after every
+epoch, `nscnet.training.Checkpointer`), and on CPU ends with the same network as an
+uninterrupted run: every epoch's views depend only on (seed, epoch), and the image order is
+replayed.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import tempfile
@@ -27,10 +34,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from nscnet import tracking, training
-from nscnet.config import DataError, PretrainConfig, replace
+from nscnet.config import DataError, Machine, Network, PretrainConfig, replace
 from nscnet.dataset import TorchImages, read_dataset
 from nscnet.evaluate import evaluate_and_log
-from nscnet.models import levers, register
+from nscnet.models import levers
 from nscnet.models.backbones import Embedder
 from nscnet.models.specaugment import SpecAugment, scaled
 from nscnet.postprocess import postprocess
@@ -87,45 +94,67 @@ def build_projection(cfg: PretrainConfig) -> nn.Module:
 
 
 def contrastive_training(model: nn.Module, cfg: PretrainConfig, images: TorchImages, device: torch.device, *,
-                         prefix: str = "") -> list[float]:
+                         prefix: str = "", checkpointer: training.Checkpointer | None = None,
+                         state: dict | None = None, image_shape: tuple[int, int] | None = None) -> list[float]:
     """Train `model` (an Embedder, already on `device`) by SimCLR for `cfg.epochs`; returns the
     mean loss of every epoch. Logs `<prefix>train_loss`, `<prefix>epoch_seconds` and
     `<prefix>images_per_second` per epoch to the active run. Used by `pretrain` and by NSCNet's
-    `pretrain_epochs` (which runs it inside its own run, prefix "pretrain_")."""
+    `pretrain_epochs` (which runs it inside its own run, prefix "pretrain_").
+
+    checkpointer: save a checkpoint after every epoch (model, projection head, optimizer,
+    losses; `image_shape` recorded); state: such a checkpoint to continue from (`--resume`).
+    """
     projection = build_projection(cfg).to(device)
     optimizer = torch.optim.Adam(list(model.parameters()) + list(projection.parameters()), lr=cfg.lr)
+    precision = training.Precision(device, cfg.amp)
     augment = SpecAugment(cfg.time_warp, cfg.freq_mask, cfg.freq_masks, cfg.time_mask, cfg.time_masks)
     sampler = torch.utils.data.RandomSampler(images, num_samples=cfg.epoch_size or None,
                                              generator=torch.Generator().manual_seed(cfg.seed))
     loader = training.make_loader(images, batch_size=cfg.batch_size, num_workers=cfg.num_workers,
                                   device=device, sampler=sampler, seed=cfg.seed, drop_last=len(images) > cfg.batch_size)
-    losses = []
-    for epoch in range(cfg.epochs):
+    losses: list[float] = []
+    start = 0
+    if state is not None:
+        model.load_state_dict(state["model"])
+        projection.load_state_dict(state["projection"])
+        optimizer.load_state_dict(state["optimizer"])
+        precision.load_state_dict(state["scaler"])
+        start, losses = int(state["epoch"]), [float(v) for v in state["losses"]]
+        training.set_rng_state(state["rng"])
+        for _ in range(start):  # replay the image order of the finished epochs
+            for _ in sampler:
+                pass
+    for epoch in range(start, cfg.epochs):
         started = time.perf_counter()
         generator = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
-        loss, seen = train_epoch(model, projection, optimizer, loader, cfg, augment, generator, device, epoch)
+        loss, seen = train_epoch(model, projection, optimizer, loader, cfg, augment, generator, device, epoch,
+                                 precision, checkpointer)
         seconds = time.perf_counter() - started
         losses.append(loss)
         tracking.log_metrics({f"{prefix}train_loss": loss, f"{prefix}epoch_seconds": seconds,
                               f"{prefix}images_per_second": seen / max(seconds, 1e-9)}, step=epoch)
         print(f"pretrain epoch {epoch}: train_loss={loss:.4g}", flush=True)
+        if checkpointer is not None:
+            checkpointer.save({"epoch": epoch + 1, "model": model.state_dict(), "projection": projection.state_dict(),
+                               "optimizer": optimizer.state_dict(), "scaler": precision.state_dict(),
+                               "losses": list(losses), "image_shape": list(image_shape or ())})
     return losses
 
 
 def nscnet_pretrain_config(cfg: Any, epochs: int, epoch_size: int) -> PretrainConfig:
-    """The contrastive settings of NSCNet's in-run pretraining: the network fields, batch size,
-    seed and machinery of the NSCNet config `cfg`; every contrastive setting (lr, temperature,
-    augmentation) at `PretrainConfig`'s defaults, the ones measured."""
-    shared = ("data", "seed", "device", "num_workers", "threads", "backbone", "embedding_dim", "pooling", "input_mode",
-              "batch_size")
-    return PretrainConfig(**{name: getattr(cfg, name) for name in shared}, k=cfg.k, epochs=epochs,
-                          epoch_size=epoch_size)
+    """The contrastive settings of NSCNet's in-run pretraining: the network and machine groups,
+    batch size and seed of the NSCNet config `cfg`; every contrastive setting (lr, temperature,
+    views, augmentation) at `PretrainConfig`'s defaults, the ones measured."""
+    return PretrainConfig(**dataclasses.asdict(cfg.group(Network)), **dataclasses.asdict(cfg.group(Machine)),
+                          batch_size=cfg.batch_size, seed=cfg.seed, epochs=epochs, epoch_size=epoch_size)
 
 
 def train_epoch(model: nn.Module, projection: nn.Module, optimizer: torch.optim.Optimizer, loader: Any,
                 cfg: PretrainConfig, augment: SpecAugment, generator: torch.Generator, device: torch.device,
-                epoch: int) -> tuple[float, int]:
-    """One contrastive pass: (mean NT-Xent loss, images seen)."""
+                epoch: int, precision: training.Precision | None = None,
+                checkpointer: training.Checkpointer | None = None) -> tuple[float, int]:
+    """One contrastive pass: (mean NT-Xent loss, images seen); autocast on CUDA with `precision`."""
+    precision = precision or training.Precision(device, False)
     model.train()
     projection.train()
     total, seen = 0.0, 0
@@ -133,12 +162,12 @@ def train_epoch(model: nn.Module, projection: nn.Module, optimizer: torch.optim.
         if len(images) < 2:
             continue
         v1, v2 = two_views(images, cfg, augment, generator)
-        z = projection(model(torch.cat([v1, v2]).to(device)))
+        with precision.autocast():
+            z = projection(model(training.to_device_batch(torch.cat([v1, v2]), device))).float()
         loss = nt_xent(z[: len(images)], z[len(images):], cfg.temperature)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        training.check_finite(loss.detach(), epoch=epoch, batch=batch, checkpointer=None)
+        precision.step(loss, [optimizer])
+        training.check_finite(loss.detach(), epoch=epoch, batch=batch, checkpointer=checkpointer)
         total += float(loss.detach()) * len(images)
         seen += len(images)
     return total / max(seen, 1), seen
@@ -159,23 +188,32 @@ def cfg_width(model: nn.Module) -> int:
     return model.embed[1].out_features
 
 
-@register(STEP)
 def run_pretrain(cfg: PretrainConfig) -> dict[str, Any]:
     """The `pretrain` entry point: contrastive training, then clustering of its embeddings."""
+    if cfg.resume:  # the interrupted run's own config; only where it runs may change
+        cfg = training.resume_config(cfg.resume, STEP, PretrainConfig, resume=cfg.resume, device=cfg.device,
+                                     amp=cfg.amp, num_workers=cfg.num_workers, threads=cfg.threads)
     dataset = read_dataset(cfg.data)
     if cfg.truth:
         dataset.truth()  # scoring only; fail early without labels
     device = training.choose_device(cfg.device)
     training.configure_cpu_determinism(device)
     training.configure_threads(cfg.threads)
-    with tracking.start_run(cfg, STEP) as run:
-        training.log_run_config(cfg)
-        tracking.log_params({"n_segments": len(dataset), "image_shape": "x".join(map(str, dataset.image_shape))})
+    with tracking.start_run(cfg, STEP, run_id=cfg.resume or None) as run:
+        state = training.resume_state(cfg.resume) if cfg.resume else None
+        if not cfg.resume:
+            training.log_run_config(cfg)
+            tracking.log_params({"n_segments": len(dataset), "image_shape": "x".join(map(str, dataset.image_shape)),
+                                 "precision": training.Precision(device, cfg.amp).name})
+        if state is not None and tuple(state["image_shape"]) != dataset.image_shape:
+            raise DataError(f"{cfg.data} holds {dataset.image_shape} images but the checkpoint of run "
+                            f"{cfg.resume} was trained on {tuple(state['image_shape'])}")
         training.seed_everything(cfg.seed)
         model = Embedder(cfg.backbone, embedding_dim=cfg.embedding_dim, pooling=cfg.pooling,
                          input_mode=cfg.input_mode).to(device)
         images = TorchImages(dataset.path)
-        losses = contrastive_training(model, cfg, images, device)
+        losses = contrastive_training(model, cfg, images, device, checkpointer=training.Checkpointer(run.info.run_id),
+                                      state=state, image_shape=dataset.image_shape)
         features = extract(model, images, 2 * cfg.batch_size, device)
         if cfg.reducer == "umap":  # post-processing, then UMAP, then the clustering (nothing more on top)
             reduced = levers.umap_reduce(postprocess(features, cfg)[0], cfg)

@@ -33,7 +33,7 @@ os.environ.setdefault("NUMBA_CACHE_DIR", "/tmp/numba-cache")
 os.environ.setdefault("NSCNET_PROGRESS", "0")
 os.environ.setdefault("NSCNET_FIGURE_PNG", "0")
 
-from nscnet import tracking  # noqa: E402
+from nscnet import presets, tracking  # noqa: E402
 from nscnet.config import BasenetConfig, NscnetConfig, PreprocessConfig, PretrainConfig  # noqa: E402
 from nscnet.dataset import read_dataset  # noqa: E402
 from nscnet.evaluate import score  # noqa: E402
@@ -140,8 +140,8 @@ def configurations(data: str, truth: np.ndarray, cache: dict, k: int = K):
         "nscnet small_cnn 1ep scratch (paper levers)": nscnet(False, **small),
         NSCNET_PRETRAINED: nscnet(
             True, kmeans_warm_start=True, reseed_empty=True, final_reducer="umap", **small),
-        PRESET_QUALITY: lambda seed: run_nscnet(NscnetConfig(data=data, seed=seed, k=k, preset="quality",
-                                                             **{**COMMON, "export": True}, **DEEP)),
+        PRESET_QUALITY: lambda seed: run_nscnet(presets.config("nscnet", "quality", data=data, seed=seed, k=k,
+                                                               **{**COMMON, "export": True}, **DEEP)),
         NSCNET_PRETRAINED + " -> umap10+hdbscan": nscnet_then(NSCNET_PRETRAINED, final_reducer="umap",
                                                               final_algorithm="hdbscan", min_cluster_size=50,
                                                               min_samples=10),

@@ -2,16 +2,20 @@
 
 Options are derived from the dataclass fields (`nscnet.config`): `--pca_dim 64` and
 `--pca-dim 64` are both accepted; booleans take true/false (a bare `--truth` means true);
-tuples take comma-separated values (`--k_values 64,128,256`).
+tuples take comma-separated values (`--k_values 64,128,256`). A step with presets
+(`nscnet.presets`) takes `--preset NAME`: its values sit between the built-in defaults and the
+options you give, so the config that runs (and MLflow logs) holds every value in effect.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from typing import Any, Sequence
 
+from nscnet import presets
 from nscnet.config import ConfigError, DataError, field_type, fields
 from nscnet.steps import STEPS
 
@@ -69,19 +73,37 @@ def build_parser() -> argparse.ArgumentParser:
     for step in STEPS.values():
         step_parser = sub.add_parser(step.name, help=step.summary, description=step.config.__doc__)
         add_config_arguments(step_parser, step.config)
-        # MLproject commands pass every parameter: then no option counts as typed (presets)
-        step_parser.add_argument("--mlproject", action="store_true", help=argparse.SUPPRESS)
+        if presets.names(step.name):
+            step_parser.add_argument("--preset", choices=presets.names(step.name), default=argparse.SUPPRESS,
+                                     help="recipe whose values replace the built-in defaults; the options you give "
+                                          "win (nscnet/presets.py; docs/RESULTS.md)")
     return parser
 
 
-def config_values(args: argparse.Namespace) -> dict[str, Any]:
-    """The config fields given on the command line; with a preset, the typed preset fields
-    are kept from it (`preset_keep`, see `nscnet.models.levers.apply_preset`)."""
-    values = {k: v for k, v in vars(args).items() if k not in ("step", "verbose", "mlproject")}
-    if "preset" in values and not args.mlproject:
-        from nscnet.models.levers import typed_preset_fields
+def under_mlflow_run(values: dict[str, Any]) -> dict[str, Any]:
+    """`values` with the experiment of the run `mlflow run` created (MLFLOW_RUN_ID), the one its
+    params go to; ConfigError when the user named another (mlflow run chooses it, not -P)."""
+    if not os.environ.get("MLFLOW_RUN_ID"):
+        return values
+    from nscnet import tracking
 
-        values = typed_preset_fields(values)
+    actual = tracking.project_experiment()
+    if actual is None:
+        return values
+    if values.get("experiment", actual) != actual:
+        raise ConfigError(f"experiment={values['experiment']!r}: under `mlflow run` this run lives in the experiment "
+                          f"mlflow run chose ({actual!r}); choose it with `mlflow run --experiment-name "
+                          f"{values['experiment']}`")
+    return {**values, "experiment": actual}
+
+
+def config_values(args: argparse.Namespace) -> dict[str, Any]:
+    """The config fields of the parsed command line: built-in defaults, then the preset, then
+    the options given (`nscnet.presets.resolve`); under `mlflow run`, its run's experiment."""
+    given = {k: v for k, v in vars(args).items() if k not in ("step", "verbose", "preset")}
+    values = presets.resolve(args.step, getattr(args, "preset", None), given)
+    if "experiment" in {f.name for f in fields(STEPS[args.step].config)}:
+        values = under_mlflow_run(values)
     return values
 
 

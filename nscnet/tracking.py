@@ -140,13 +140,11 @@ def _param_text(value: Any) -> str:
 
 # run id -> names of the params it holds: the store is asked once per resumed run, never per call
 _params_seen: dict[str, dict[str, str]] = {}
-EFFECTIVE_TAG = "nscnet.effective."
 
 
 def log_params(params: Mapping[str, Any]) -> None:
-    """Log params as text; those the run already has (e.g. from `mlflow run -P`) are kept, and
-    where the value in effect differs (a preset filled it in) it is tagged
-    `nscnet.effective.<name>` (MLflow params cannot change)."""
+    """Log params as text; those the run already has (e.g. from `mlflow run -P`, which passes
+    the same values to the step) are kept as they are (MLflow params cannot change)."""
     run = mlflow.active_run()
     if run is None:
         seen: dict[str, str] = {}
@@ -154,17 +152,25 @@ def log_params(params: Mapping[str, Any]) -> None:
         seen = _params_seen.get(run.info.run_id)
         if seen is None:
             seen = _params_seen[run.info.run_id] = dict(MlflowClient().get_run(run.info.run_id).data.params)
-    texts = {k: _param_text(v) for k, v in params.items()}
-    clean = {k: text for k, text in texts.items() if k not in seen}
+    clean = {k: _param_text(v) for k, v in params.items() if k not in seen}
     items = list(clean.items())
     for start in range(0, len(items), 100):
         mlflow.log_params(dict(items[start:start + 100]))
-    differ = {k: text for k, text in texts.items() if k in seen and seen[k] != text}
-    if differ:
-        mlflow.set_tags({EFFECTIVE_TAG + k: text for k, text in differ.items()})
-        log.info("params in effect differ from the run's logged params (tagged %s*): %s", EFFECTIVE_TAG,
-                 ", ".join(f"{k}={v}" for k, v in differ.items()))
     seen.update(clean)
+
+
+def project_experiment() -> str | None:
+    """Name of the experiment of the run `mlflow run` created for this process (MLFLOW_RUN_ID),
+    where `start_run` logs; None when not launched by `mlflow run` (or that run is not found)."""
+    project_run = os.environ.get("MLFLOW_RUN_ID")
+    if not project_run:
+        return None
+    mlflow.set_tracking_uri(tracking_uri())
+    try:
+        experiment_id = MlflowClient().get_run(project_run).info.experiment_id
+    except mlflow.exceptions.MlflowException:
+        return None
+    return mlflow.get_experiment(experiment_id).name
 
 
 def log_metrics(metrics: Mapping[str, Any], step: int | None = None) -> None:

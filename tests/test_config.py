@@ -6,8 +6,9 @@ import pytest
 import yaml
 
 from nscnet import config as C
+from nscnet import presets
 from nscnet.cli import config_from_args
-from nscnet.mlproject import render
+from nscnet.mlproject import NOT_PARAMETERS, render
 from nscnet.steps import STEPS
 from tests.conftest import ROOT
 
@@ -16,15 +17,20 @@ def test_mlproject_file_is_generated_from_the_dataclasses():
     assert (ROOT / "MLproject").read_text() == render(), "run `make mlproject` to regenerate MLproject"
 
 
-def test_mlproject_defaults_equal_dataclass_defaults():
+def test_mlproject_defaults_equal_dataclass_defaults_and_preset_entry_points_the_presets():
     project = yaml.safe_load((ROOT / "MLproject").read_text())
-    assert set(project["entry_points"]) == set(STEPS)
-    for name, step in STEPS.items():
-        declared = project["entry_points"][name]["parameters"]
+    entries = {name: (name, None) for name in STEPS}
+    entries.update({f"{step}-{preset}": (step, preset) for step in presets.PRESETS
+                    for preset, values in presets.PRESETS[step].items() if values})
+    assert set(project["entry_points"]) == set(entries) and "nscnet-quality" in entries
+    for entry, (name, preset) in entries.items():
+        declared = project["entry_points"][entry]["parameters"]
         # the default of every parameter, parsed as the CLI parses it, equals the dataclass default
+        # (of a preset's entry point: the preset's value), so what MLflow logs is what runs
         cfg = config_from_args(name, [f"--{k}={v['default']}" for k, v in declared.items()])
-        assert cfg == step.config(), name
-        assert set(declared) == {f.name for f in C.fields(step.config)}
+        assert cfg == (presets.config(name, preset) if preset else STEPS[name].config()), entry
+        assert set(declared) == {f.name for f in C.fields(STEPS[name].config)} - set(NOT_PARAMETERS)
+        assert "--preset" not in project["entry_points"][entry]["command"]
 
 
 def test_cli_accepts_underscore_and_dash_spellings_and_booleans():
@@ -39,12 +45,30 @@ def test_cli_accepts_underscore_and_dash_spellings_and_booleans():
         (C.BasenetConfig, {"k": 0}, "k=0"),
         (C.PreprocessConfig, {"highpass_hz": 20000, "sample_rate": 22050}, "highpass_hz=20000"),
         (C.StudyConfig, {"k_min": 128, "k_max": 64}, "k_min=128"),
-        (C.NscnetConfig, {"k_values": (4, -1)}, "k_values"),
+        (C.VaenetConfig, {"k_values": (4, -1)}, "k_values"),
     ],
 )
 def test_bad_values_raise_config_error_naming_the_value(cls, changes, word):
     with pytest.raises(C.ConfigError, match=word):
         cls(**changes)
+
+
+def test_steps_are_made_of_groups_and_defaults_change_without_declaring_fields_again():
+    cfg = C.PretrainConfig(backbone="vae_encoder", embedding_dim=32)
+    assert cfg.group(C.Network) == C.Network(backbone="vae_encoder", embedding_dim=32)
+    assert C.PretrainConfig().backbone == "small_cnn" and C.NscnetConfig().backbone == "efficientnet_b0"
+    assert C.VaenetConfig().pca_dim == 0 and C.BasenetConfig().pca_dim == 128
+    help_of = {f.name: f.metadata["help"] for f in C.fields(C.PretrainConfig)}
+    assert help_of["freq_masks"].endswith("per view") and help_of["projection_dim"]
+    # no group inherits another, and a step takes only the groups it uses
+    groups = (C.Data, C.Postprocess, C.Cluster, C.Sweep, C.Evaluate, C.Umap, C.Train, C.Machine, C.EarlyStop,
+              C.Network, C.Augment, C.Contrastive)
+    assert all(group.__bases__ == (C.Group,) for group in groups)
+    assert not issubclass(C.PretrainConfig, C.EarlyStop) and not issubclass(C.NscnetConfig, C.Sweep)
+    with pytest.raises(C.ConfigError, match="embedding_dim=0"):  # a group's own check runs in every step
+        C.NscnetConfig(embedding_dim=0)
+    with pytest.raises(TypeError, match="no inherited field"):
+        C.defaults(nope=1)(type("X", (C.Group,), {}))
 
 
 def test_params_flatten_tuples():

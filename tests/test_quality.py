@@ -12,8 +12,7 @@ import torch
 from nscnet import tracking as T
 from nscnet.cluster import stability
 from nscnet.config import BasenetConfig, ConfigError, DataError, NscnetConfig, PretrainConfig, VaenetConfig
-from nscnet.models.levers import (apply_preset, label_centroids, match_labels, needs_final_clustering,
-                                  reseed_empty)
+from nscnet.models.levers import label_centroids, match_labels, needs_final_clustering, reseed_empty
 from nscnet.models.pretrain import nt_xent
 from nscnet.selection import best_criterion, rank_correlations, resample_stability
 from tests.fixtures_deep import make_dataset, one_torch_thread  # noqa: F401 (fixture)
@@ -87,21 +86,24 @@ def test_match_labels_undoes_a_renaming_and_centroids_are_label_means():
     assert label_centroids(x, previous, 3)[:, 0].tolist() == [2.0, 7.0, 12.0]
 
 
-def test_presets_set_defaults_only_and_k_train_is_checked():
-    cfg = apply_preset(NscnetConfig(preset="quality", epochs=7))
-    assert cfg.epochs == 7 and cfg.kmeans_warm_start and cfg.final_reducer == "umap" and cfg.pretrain_epochs == 3
-    assert apply_preset(NscnetConfig(preset="quality", pretrained_run="abc")).pretrain_epochs == 0  # no second pretraining
-    # a typed option wins even when it equals the class default (min_cluster_size 5, lr 1e-4)
+def test_presets_are_a_defaults_layer_under_the_given_values_and_k_train_is_checked():
+    from nscnet import presets
     from nscnet.cli import config_from_args
 
-    typed = apply_preset(config_from_args("nscnet", ["--preset", "quality", "--min_cluster_size", "5", "--lr", "1e-4"]))
-    assert (typed.min_cluster_size, typed.lr, typed.min_samples) == (5, 1e-4, 10)
-    assert typed.preset_keep == "lr,min_cluster_size"
-    # MLproject passes every parameter: nothing counts as typed there (name fields in preset_keep)
-    assert apply_preset(config_from_args("nscnet", ["--mlproject", "--preset", "quality",
-                                                    "--min_cluster_size", "5"])).min_cluster_size == 50
-    assert apply_preset(NscnetConfig(preset="quality", preset_keep="min_cluster_size")).min_cluster_size == 5
-    assert apply_preset(NscnetConfig()) == NscnetConfig()
+    cfg = presets.config("nscnet", "quality", epochs=7)
+    assert cfg.epochs == 7 and cfg.kmeans_warm_start and cfg.final_reducer == "umap" and cfg.pretrain_epochs == 3
+    assert presets.config("nscnet", "quality", pretrained_run="abc").pretrain_epochs == 0  # no second pretraining
+    # a given value wins even when it equals the built-in default (min_cluster_size 5, lr 1e-4)
+    typed = config_from_args("nscnet", ["--preset", "quality", "--min_cluster_size", "5", "--lr", "1e-4"])
+    assert (typed.min_cluster_size, typed.lr, typed.min_samples, typed.backbone) == (5, 1e-4, 10, "small_cnn")
+    assert typed == presets.config("nscnet", "quality", min_cluster_size=5, lr=1e-4)
+    assert config_from_args("nscnet", []) == NscnetConfig() == presets.config("nscnet", "paper")
+    # every field of the preset given (what `mlflow run -P preset=quality` on the plain entry point does): refused
+    everything = [f"--{name}={value}" for name, value in presets.PRESETS["nscnet"]["quality"].items()]
+    with pytest.raises(ConfigError, match="nscnet-quality"):
+        config_from_args("nscnet", ["--preset", "quality", *everything])
+    with pytest.raises(ConfigError, match="preset='best'"):
+        presets.config("nscnet", "best")
     assert needs_final_clustering(NscnetConfig(k=4, k_train=8)) and not needs_final_clustering(NscnetConfig())
     with pytest.raises(ConfigError, match="k_train=2"):
         NscnetConfig(k=4, k_train=2)

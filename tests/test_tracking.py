@@ -14,7 +14,7 @@ import plotly.graph_objects as go
 import pytest
 
 from nscnet import tracking as trk
-from nscnet.config import BasenetConfig, DataError
+from nscnet.config import BasenetConfig, ConfigError, DataError
 
 
 def _free_port() -> int:
@@ -128,19 +128,26 @@ def test_long_steps_log_system_metrics_and_experiments_open_on_training_runs(tra
     assert mlflow.get_experiment_by_name("system-metrics").tags[trk.EXPERIMENT_KIND_TAG] == "custom_model_development"
 
 
-def test_mlflow_run_params_stay_and_values_in_effect_are_tagged(tracking, monkeypatch):
-    # `mlflow run` logs every MLproject parameter before the step starts; a preset may then
-    # change a value (MLflow params cannot change): the value in effect goes into a tag
+def test_mlflow_run_params_stay_and_the_step_logs_in_its_run_and_experiment(tracking, monkeypatch):
+    # `mlflow run` creates the run (in the experiment of its --experiment-name) and logs the
+    # MLproject parameters before the step starts; the step continues that run and adds the rest
     from mlflow.tracking import MlflowClient
+
+    from nscnet.cli import config_from_args
 
     client = MlflowClient(tracking_uri=tracking)  # this test's store, whatever an earlier test set
     experiment = client.create_experiment("project-run")
     project = client.create_run(experiment)
-    client.log_param(project.info.run_id, "k", "7")
+    client.log_param(project.info.run_id, "k", "9")
     monkeypatch.setenv("MLFLOW_RUN_ID", project.info.run_id)
-    with trk.start_run(BasenetConfig(k=9, experiment="project-run"), "basenet") as run:
+    assert trk.project_experiment() == "project-run"
+    cfg = config_from_args("basenet", ["--k", "9"])
+    assert cfg.experiment == "project-run"  # the experiment the run is in, logged as such
+    with pytest.raises(ConfigError, match="--experiment-name other"):  # -P experiment=other cannot move the run
+        config_from_args("basenet", ["--experiment", "other"])
+    with trk.start_run(cfg, "basenet") as run:
         assert run.info.run_id == project.info.run_id
-    logged = trk.get_run(project.info.run_id).data
-    assert logged.params["k"] == "7" and logged.params["pca_dim"] == str(BasenetConfig().pca_dim)
-    assert logged.tags["nscnet.effective.k"] == "9"
-    assert "nscnet.effective.pca_dim" not in logged.tags
+    logged = trk.get_run(project.info.run_id)
+    assert logged.data.params["k"] == "9" and logged.data.params["pca_dim"] == str(BasenetConfig().pca_dim)
+    assert logged.data.params["experiment"] == "project-run" and logged.info.experiment_id == experiment
+    assert not any(tag.startswith("nscnet.effective") for tag in logged.data.tags)

@@ -12,7 +12,8 @@ Pure functions (arrays in, arrays out), used by `nscnet.models.nscnet.run_nscnet
   previous epoch's (Hungarian matching), so a kept head (`keep_head`) still means the same.
 - `final_clustering(features, cfg)`: the learned embeddings post-processed as in training,
   optionally reduced by UMAP (`final_reducer`), clustered by `final_algorithm` at `k`.
-- `apply_preset(cfg)`: the named recipe of `preset` (defaults only; explicit values win).
+
+The presets that combine these levers are in `nscnet.presets`.
 """
 
 from __future__ import annotations
@@ -26,52 +27,6 @@ from scipy.optimize import linear_sum_assignment
 from nscnet.cluster import ClusterResult, fit_clusters
 from nscnet.config import NscnetConfig, replace
 from nscnet.postprocess import postprocess
-
-
-# `--preset quality`: the recipe measured best on real song (docs/RESULTS.md). Each value is
-# applied only where the user left the field at its default.
-PRESETS: dict[str, dict[str, Any]] = {
-    "paper": {},
-    # benchmarks/quality.py "nscnet --preset quality": SimCLR pretraining of a small CNN inside
-    # the run (3 epochs of 2,048 images, `pretrain`'s default views with edge masks), no
-    # DeepCluster epoch (one, even at lr 1e-4, lowered nmi_truth from 0.871 to 0.851), then
-    # UMAP 10 + HDBSCAN of the learned embeddings. With
-    # --epochs N the DeepCluster epochs use the levers below (warm start, re-seeding, lr 1e-3).
-    "quality": {"backbone": "small_cnn", "embedding_dim": 128, "pca_dim": 64, "batch_size": 64,
-                "pretrain_epochs": 3, "pretrain_epoch_size": 2048, "epochs": 0,
-                "lr": 1e-3, "kmeans_warm_start": True, "reseed_empty": True, "final_reducer": "umap",
-                "final_algorithm": "hdbscan", "min_cluster_size": 50, "min_samples": 10},
-}
-
-
-def apply_preset(cfg: NscnetConfig) -> NscnetConfig:
-    """`cfg` with the values of its preset for every field still at its class default and not
-    named in `preset_keep`.
-
-    A run started from a `pretrain` run (`pretrained_run`) does not pretrain again. A value
-    equal to the class default cannot be told from no value, hence `preset_keep`: the `nscnet`
-    command line lists there the preset fields you typed (`--preset quality --min_cluster_size 5`
-    keeps 5); under `mlflow run`, where every parameter arrives, pass `-P preset_keep=...`.
-    """
-    values = dict(PRESETS[cfg.preset])
-    if cfg.pretrained_run:
-        values.pop("pretrain_epochs", None)
-    keep = {name.strip() for name in cfg.preset_keep.split(",") if name.strip()}
-    defaults = {f.name: f.default for f in dataclasses.fields(NscnetConfig)}
-    changes = {name: value for name, value in values.items()
-               if name not in keep and getattr(cfg, name) == defaults[name]}
-    return replace(cfg, **changes) if changes else cfg
-
-
-def typed_preset_fields(values: dict[str, Any]) -> dict[str, Any]:
-    """`values` (the options given on a command line) with `preset_keep` naming the given
-    fields that the chosen preset would otherwise set."""
-    preset = PRESETS.get(values.get("preset", ""), {})
-    typed = sorted(name for name in values if name in preset)
-    given = [name for name in str(values.get("preset_keep", "")).split(",") if name.strip()]
-    if not typed:
-        return values
-    return {**values, "preset_keep": ",".join(dict.fromkeys(given + typed))}
 
 
 def training_k(cfg: NscnetConfig) -> int:

@@ -8,7 +8,7 @@ embedded by the run's model, transformed by the same fitted pipeline and given t
 centroid's cluster. The exports (assignments.csv, Audacity and Raven label tracks) go to `out`
 and, with the embeddings, to a new MLflow run tagged with the source run.
 
-Raw features per model (`EMBEDDERS`, step name -> function):
+Raw features per model (the `embed` capability of its step in `nscnet.steps.STEPS`):
 - nscnet: the trained embedder network (`model_state/`);
 - vaenet: the latent means of the logged VAE (`tracking.load_torch_model`);
 - basenet: the flattened pixels (its PCA / UMAP is part of the logged pipeline).
@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import joblib
 import numpy as np
@@ -33,6 +33,7 @@ from nscnet.config import ConfigError, DataError, PredictConfig
 from nscnet.dataset import Dataset, TorchImages, read_dataset
 from nscnet.evaluate import PREDICT_DIR
 from nscnet.export import write_exports
+from nscnet.steps import STEPS, predictable
 
 log = logging.getLogger(__name__)
 
@@ -74,10 +75,6 @@ def embed_basenet(run_id: str, dataset: Dataset, cfg: PredictConfig) -> np.ndarr
     return dataset.flat()
 
 
-EMBEDDERS: dict[str, Callable[[str, Dataset, PredictConfig], np.ndarray]] = {
-    "nscnet": embed_nscnet, "vaenet": embed_vaenet, "basenet": embed_basenet}
-
-
 def predict_state(run_id: str, step: str) -> dict[str, Any]:
     """The run's `predict/predict.json`; DataError when the run cannot predict (no k-means)."""
     try:
@@ -114,14 +111,15 @@ def run_predict(cfg: PredictConfig) -> dict[str, Any]:
         raise ConfigError("run_id='' : name the MLflow run id of a trained run (--run_id ...)")
     source = tracking.get_run(cfg.run_id)
     step = source.data.tags.get("nscnet.step", "")
-    if step not in EMBEDDERS:
+    embed = STEPS[step].load_embed() if step in STEPS else None
+    if embed is None:
         raise DataError(f"run {cfg.run_id} was made by {step or 'another program'!r}; predict supports "
-                        f"{', '.join(sorted(EMBEDDERS))} runs")
+                        f"{', '.join(sorted(predictable()))} runs")
     state = predict_state(cfg.run_id, step)
     dataset = read_dataset(cfg.data)
     check_image_shape(tuple(state["image_shape"]), dataset, cfg.run_id, cfg.data)
     with tracking.start_run(cfg, "predict", tags={"nscnet.source_run": cfg.run_id, "nscnet.source_step": step}) as run:
-        features = EMBEDDERS[step](cfg.run_id, dataset, cfg)
+        features = embed(cfg.run_id, dataset, cfg)
         labels, _ = assign(cfg.run_id, features)
         out = write_exports(Path(cfg.out), dataset.segments, labels, all_segments=dataset.all_segments)
         tracking.log_artifact(out / "assignments.csv")

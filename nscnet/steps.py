@@ -1,8 +1,18 @@
-"""The registry of entry points: step name -> (config dataclass, runner).
+"""The registry of entry points: step name -> config dataclass, runner and optional capabilities.
 
-The CLI (`nscnet.cli`) and the MLproject generator (`nscnet.mlproject`) both read this table,
-so adding a step touches this file and the step's own module. Runners are imported lazily
-(`"module:function"`) so `nscnet --help` stays fast and light.
+The CLI (`nscnet.cli`), the MLproject generator (`nscnet.mlproject`), studies
+(`nscnet.studies`) and `nscnet predict` all read this table, so adding a step touches this file
+and the step's own module. Code is named as `"module:attribute"` and imported lazily, so
+`nscnet --help` stays fast and light. The optional capabilities:
+
+- `features` (studies): `"module:function"` computing a step's expensive, K-independent
+  features `(cfg, dataset) -> (N, d)`, which its runner then accepts as `runner(cfg, features=...)`;
+  `feature_fields`: `"module:NAME"` of the tuple of config fields those features depend on
+  (the study's feature cache key);
+- `embed` (predict): `"module:function"` `(run_id, dataset, cfg) -> (N, D)` raw features of new
+  segments by the model a run of this step trained.
+
+The networks such models are built on have their own registry, `nscnet.models.backbones.BACKBONES`.
 """
 
 from __future__ import annotations
@@ -14,16 +24,38 @@ from typing import Any, Callable
 from nscnet import config as C
 
 
+def _load(path: str) -> Any:
+    module, name = path.split(":")
+    return getattr(importlib.import_module(module), name)
+
+
 @dataclass(frozen=True)
 class Step:
     name: str
     config: type
     runner: str  # "package.module:function", called with the config instance
     summary: str
+    features: str = ""        # studies: "module:function" (cfg, dataset) -> features; runner takes features=
+    feature_fields: str = ""  # studies: "module:NAME", the config fields those features depend on
+    embed: str = ""           # predict: "module:function" (run_id, dataset, cfg) -> raw features
 
     def load(self) -> Callable[[Any], Any]:
-        module, function = self.runner.split(":")
-        return getattr(importlib.import_module(module), function)
+        return _load(self.runner)
+
+    def load_features(self) -> tuple[Callable[[Any, Any], Any], tuple[str, ...] | None] | None:
+        """(compute_features, feature fields or None) when studies can cache this step's features."""
+        if not self.features:
+            return None
+        return _load(self.features), (tuple(_load(self.feature_fields)) if self.feature_fields else None)
+
+    def load_embed(self) -> Callable[..., Any] | None:
+        """The function embedding new segments for `predict`, or None when the step has none."""
+        return _load(self.embed) if self.embed else None
+
+
+def predictable() -> list[str]:
+    """Names of the steps whose runs `nscnet predict` can use."""
+    return [name for name, step in STEPS.items() if step.embed]
 
 
 STEPS: dict[str, Step] = {
@@ -31,9 +63,13 @@ STEPS: dict[str, Step] = {
     for s in (
         Step("synth", C.SynthConfig, "nscnet.audio.synth:run_synth", "write synthetic song recordings and label tracks"),
         Step("preprocess", C.PreprocessConfig, "nscnet.preprocess:run_preprocess", "cut songs and make the image dataset"),
-        Step("basenet", C.BasenetConfig, "nscnet.models.basenet:run_basenet", "PCA/UMAP + k-means/OPTICS/HDBSCAN baseline"),
-        Step("vaenet", C.VaenetConfig, "nscnet.models.vaenet:run_vaenet", "variational autoencoder, then clustering"),
-        Step("nscnet", C.NscnetConfig, "nscnet.models.nscnet:run_nscnet", "DeepCluster-style end-to-end deep clustering"),
+        Step("basenet", C.BasenetConfig, "nscnet.models.basenet:run_basenet", "PCA/UMAP + k-means/OPTICS/HDBSCAN baseline",
+             features="nscnet.models.basenet:compute_features", feature_fields="nscnet.models.basenet:FEATURE_FIELDS",
+             embed="nscnet.predict:embed_basenet"),
+        Step("vaenet", C.VaenetConfig, "nscnet.models.vaenet:run_vaenet", "variational autoencoder, then clustering",
+             embed="nscnet.predict:embed_vaenet"),
+        Step("nscnet", C.NscnetConfig, "nscnet.models.nscnet:run_nscnet", "DeepCluster-style end-to-end deep clustering",
+             embed="nscnet.predict:embed_nscnet"),
         Step("pretrain", C.PretrainConfig, "nscnet.models.pretrain:run_pretrain", "self-supervised (SimCLR) pretraining of the embedding network"),
         Step("predict", C.PredictConfig, "nscnet.predict:run_predict", "assign new segments to a trained run's clusters"),
         Step("zipf", C.ZipfConfig, "nscnet.analysis.zipf:run_zipf", "Zipf's law and repertoire size of a clustering"),

@@ -215,3 +215,12 @@ def test_storage_texts_hide_passwords_and_name_an_installed_driver():
     assert mask_password("./optuna.journal") == "./optuna.journal"
     assert database_url("postgresql://u:p@h/db").startswith(("postgresql+psycopg2://", "postgresql://"))
     assert database_url("sqlite:///x.db") == "sqlite:///x.db"
+
+
+def test_study_overrides_may_name_a_preset_under_the_other_overrides():
+    from nscnet.studies.study import model_config
+
+    base = model_config(StudyConfig(model="nscnet", overrides="preset=quality,min_cluster_size=5", seed=2))
+    assert (base.backbone, base.final_algorithm, base.min_cluster_size, base.seed) == ("small_cnn", "hdbscan", 5, 2)
+    with pytest.raises(ConfigError, match="preset"):
+        model_config(StudyConfig(model="basenet", overrides="preset=quality"))

@@ -1,47 +1,28 @@
-"""The model registry: `@register("name")` on a model's runner, `get("name")` to find it.
+"""The models: one module per model (`nscnet/models/<name>.py`) with its `run_<name>(cfg)` runner.
 
-Each model lives in its own module `nscnet/models/<name>.py` and registers its
-`run_<name>(cfg, ...) -> dict` runner; `get` imports that module on first use, so studies and
-the CLI look models up by name without an if/else chain and without importing torch for BASENet.
+Models are steps: they are registered once, with their capabilities, in `nscnet.steps.STEPS`;
+`get("name")` is a shortcut to a model step's runner (imported on first use, so studies and the
+CLI do not import torch for BASENet).
 """
 
 from __future__ import annotations
 
-import importlib
 from typing import Any, Callable
 
 from nscnet.config import ConfigError
 
-_MODELS: dict[str, Callable[..., Any]] = {}
-KNOWN = ("basenet", "vaenet", "nscnet")
-
-
-def register(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Decorator: register a model runner under `name` (returns the runner unchanged)."""
-    def decorate(runner: Callable[..., Any]) -> Callable[..., Any]:
-        _MODELS[name] = runner
-        return runner
-    return decorate
+KNOWN = ("basenet", "vaenet", "nscnet")  # the models studies tune (StudyConfig.model)
 
 
 def get(name: str) -> Callable[..., Any]:
-    """The runner registered as `name`, importing `nscnet.models.<name>` when needed."""
-    if name not in _MODELS:
-        try:
-            importlib.import_module(f"nscnet.models.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"nscnet.models.{name}":
-                raise
-    if name not in _MODELS:
-        raise ConfigError(f"model={name!r} is not registered; known: {', '.join(sorted(set(_MODELS) | set(KNOWN)))}")
-    return _MODELS[name]
+    """The runner of the model step `name`; ConfigError naming the known ones otherwise."""
+    from nscnet.steps import STEPS
+
+    if name not in KNOWN:
+        raise ConfigError(f"model={name!r} is not registered; known: {', '.join(KNOWN)}")
+    return STEPS[name].load()
 
 
 def names() -> list[str]:
-    """Names of the registered models (importing the known ones first)."""
-    for name in KNOWN:
-        try:
-            get(name)
-        except ConfigError:
-            pass
-    return sorted(_MODELS)
+    """Names of the models."""
+    return sorted(KNOWN)

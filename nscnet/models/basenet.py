@@ -29,7 +29,6 @@ from nscnet import tracking
 from nscnet.config import BasenetConfig, DataError, replace
 from nscnet.dataset import Dataset, read_dataset
 from nscnet.evaluate import evaluate_and_log
-from nscnet.models import register
 from nscnet.postprocess import postprocess
 
 log = logging.getLogger(__name__)
@@ -73,7 +72,6 @@ def evaluation_params(cfg: BasenetConfig) -> BasenetConfig:
     return replace(cfg, normalize=False, pca_dim=0, whiten=False)
 
 
-@register("basenet")
 def run_basenet(cfg: BasenetConfig, *, features: np.ndarray | None = None) -> dict[str, Any]:
     """The `basenet` entry point: one MLflow run; returns its metrics (those of the selected K in a sweep).
 

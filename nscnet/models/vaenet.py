@@ -32,7 +32,6 @@ from nscnet import tracking
 from nscnet.config import DataError, VaenetConfig
 from nscnet.dataset import TorchImages, read_dataset
 from nscnet.evaluate import evaluate_and_log
-from nscnet.models import register
 from nscnet.models.vae_model import ConvVAE, count_parameters, kl_weight, vae_loss
 from nscnet.training import (Checkpointer, EarlyStopping, Precision, check_finite, choose_device,
                              configure_cpu_determinism, configure_threads, log_run_config, make_loader, progress,
@@ -171,7 +170,6 @@ def log_reconstructions(model: ConvVAE, shown: torch.Tensor, device: torch.devic
     tracking.log_figure(fig, FIGURE, png=png)
 
 
-@register(STEP)
 def run_vaenet(cfg: VaenetConfig) -> dict[str, Any]:
     """Train VAENet on `cfg.data`, cluster its latent means, log everything to one MLflow run."""
     if cfg.resume:  # the interrupted run's own config; only where it runs may change

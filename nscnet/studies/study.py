@@ -25,8 +25,8 @@ import numpy as np
 import optuna
 from tqdm import tqdm
 
-from nscnet import tracking
-from nscnet.config import ClusterParams, ConfigError, PostprocessParams, StudyConfig, field_type, fields, replace, to_params
+from nscnet import presets, tracking
+from nscnet.config import Cluster, ConfigError, Evaluate, StudyConfig, Sweep, field_type, fields, replace, to_params
 from nscnet.dataset import read_dataset
 from nscnet.steps import STEPS
 from nscnet.studies import space, storage as storages, worker
@@ -34,11 +34,12 @@ from nscnet.studies import space, storage as storages, worker
 log = logging.getLogger(__name__)
 
 # Fields that change only the clustering, never the features it clusters.
-CLUSTER_ONLY = ({f.name for f in fields(ClusterParams)} - {f.name for f in fields(PostprocessParams)}) - {"data", "seed"}
+CLUSTER_ONLY = {f.name for group in (Cluster, Sweep, Evaluate) for f in fields(group)} - {"seed"}
 
 
-def parse_overrides(text: str, config_cls: type) -> dict[str, Any]:
-    """`"pca_dim=64,whiten=false"` -> {"pca_dim": 64, "whiten": False}, typed by the config fields."""
+def parse_overrides(text: str, config_cls: type, step: str = "") -> dict[str, Any]:
+    """`"pca_dim=64,whiten=false"` -> {"pca_dim": 64, "whiten": False}, typed by the config fields;
+    `preset=NAME` too when `step` has presets (`nscnet.presets`)."""
     from nscnet.cli import PARSERS
 
     names = {f.name for f in fields(config_cls)}
@@ -46,6 +47,9 @@ def parse_overrides(text: str, config_cls: type) -> dict[str, Any]:
     for item in filter(None, (part.strip() for part in text.replace(";", ",").split(","))):
         name, sep, value = item.partition("=")
         name = name.strip().replace("-", "_")
+        if sep and name == "preset" and presets.names(step):
+            values[name] = value.strip()
+            continue
         if not sep or name not in names:
             raise ConfigError(f"overrides: {item!r} is not name=value with a field of {config_cls.__name__}")
         try:
@@ -56,14 +60,16 @@ def parse_overrides(text: str, config_cls: type) -> dict[str, Any]:
 
 
 def model_config(cfg: StudyConfig) -> Any:
-    """The model config every trial starts from: defaults, then `overrides`, then the study's own."""
+    """The model config every trial starts from: defaults, then the preset named in `overrides`
+    (if any), then the other `overrides` and the study's own fields."""
     config_cls = STEPS[cfg.model].config
-    values = parse_overrides(cfg.overrides, config_cls)
+    values = parse_overrides(cfg.overrides, config_cls, cfg.model)
+    preset = values.pop("preset", None)
     names = {f.name for f in fields(config_cls)}
     for name in ("data", "truth", "seed", "experiment"):
         if name in names:
             values[name] = getattr(cfg, name)
-    return config_cls(**values)
+    return config_cls(**presets.resolve(cfg.model, preset, values))
 
 
 class FeatureCache:
@@ -133,21 +139,16 @@ def make_plan(cfg: StudyConfig, run_trial: Callable) -> worker.Plan:
 
 
 def _features_for(cfg: StudyConfig, base: Any, study_name: str) -> FeatureCache | None:
-    """A feature cache when the model can take precomputed features (BASENet), else None.
+    """A feature cache when the model's step declares a `features` capability (BASENet), else None.
 
-    A model module may declare `FEATURE_FIELDS`, the config fields its `compute_features`
-    reads; otherwise every field but the clustering-only ones keys the cache.
+    The step may also declare `feature_fields`, the config fields its features depend on;
+    otherwise every field but the clustering-only ones keys the cache.
     """
-    import importlib
-    import inspect
-
-    module_name, function = STEPS[cfg.model].runner.split(":")
-    module = importlib.import_module(module_name)
-    compute = getattr(module, "compute_features", None)
-    if compute is None or "features" not in inspect.signature(getattr(module, function)).parameters:
+    capability = STEPS[cfg.model].load_features()
+    if capability is None:
         return None
-    return FeatureCache(compute, base.data, storages.cache_root(cfg.storage, study_name),
-                        feature_fields=getattr(module, "FEATURE_FIELDS", None))
+    compute, feature_fields = capability
+    return FeatureCache(compute, base.data, storages.cache_root(cfg.storage, study_name), feature_fields=feature_fields)
 
 
 def log_summary(study: optuna.Study, cfg: StudyConfig) -> dict[str, Any]:

@@ -622,8 +622,8 @@ class StudyConfig(StepConfig):
 
 
 @dataclass(frozen=True)
-class UiConfig(StepConfig):
-    """MLflow UI and Optuna dashboard in one command."""
+class UiConfig(Group):
+    """MLflow UI and Optuna dashboard in one command (every experiment: no `experiment` field)."""
 
     storage: str = param("", "Optuna storage (default: ./optuna.journal)")
     host: str = param("127.0.0.1", "address to bind; another host only when you mean it")

@@ -13,7 +13,6 @@ import logging
 import math
 import os
 import tempfile
-import warnings
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
@@ -231,29 +230,11 @@ def log_text(text: str, artifact_file: str) -> None:
     mlflow.log_text(text, artifact_file)
 
 
-_png_warned = False
-_png_server = False
-
-
-def _write_png(fig: Any, path: Path) -> None:
-    """PNG through kaleido, keeping one Chromium warm per process (2 s a figure otherwise)."""
-    global _png_server
-    if not _png_server:
-        import atexit
-
-        import kaleido
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            kaleido.start_sync_server(silence_warnings=True)
-        atexit.register(kaleido.stop_sync_server, silence_warnings=True)
-        _png_server = True
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # "kopts ignored when using a server"
-        fig.write_image(path, width=900, height=600)
-
-
 PNG_ENV = "NSCNET_FIGURE_PNG"
+PNG_START_S = 20.0  # at most this long for Chromium to start (seconds; ~5 s cold on a busy machine)
+PNG_FIGURE_S = 15.0  # at most this long for one figure once it runs (well under 1 s normally)
+PNG_HOWTO = (f"install Chrome or Chromium for kaleido (Debian: apt-get install chromium; any OS: "
+             f"plotly_get_chrome), or set {PNG_ENV}=false to skip PNGs without this warning")
 
 
 def png_enabled() -> bool:
@@ -262,27 +243,146 @@ def png_enabled() -> bool:
     return os.environ.get(PNG_ENV, "true").strip().lower() not in ("0", "false", "no", "off")
 
 
+def find_browser() -> str | None:
+    """The Chrome/Chromium kaleido would start (BROWSER_PATH, PATH, the usual install paths such
+    as /usr/bin/chromium, kaleido's own download), or None."""
+    from choreographer.browsers.chromium import Chromium
+
+    return Chromium.find_browser(skip_local=False)
+
+
+class _PngRenderer:
+    """One kaleido Chromium per process, driven from a private event-loop thread so that every
+    wait is bounded: a browser that does not start or answer in time is killed and given up."""
+
+    def __init__(self) -> None:
+        import asyncio
+        import threading
+
+        self.pid = os.getpid()
+        self.kaleido: Any = None
+        self.loop = asyncio.new_event_loop()
+        threading.Thread(target=self.loop.run_forever, name="nscnet-png", daemon=True).start()
+
+    def _wait(self, coroutine: Any, timeout: float) -> Any:
+        import asyncio
+        import concurrent.futures
+
+        async def outcome() -> tuple[bool, Any]:  # errors as values: none is left unretrieved
+            try:
+                return True, await coroutine
+            except Exception as exc:
+                return False, exc
+
+        future = asyncio.run_coroutine_threadsafe(outcome(), self.loop)
+        try:
+            ok, value = future.result(timeout)
+        except concurrent.futures.TimeoutError:
+            future.cancel()
+            raise TimeoutError(f"the browser did not answer within {timeout:g} s") from None
+        if not ok:
+            raise value
+        return value
+
+    def start(self, browser: str) -> None:
+        async def open_browser() -> None:
+            import kaleido
+
+            # plotly.js from the installed plotly package, no MathJax: nothing from a CDN
+            self.kaleido = kaleido.Kaleido(path=browser, mathjax=False, timeout=PNG_FIGURE_S)
+            await self.kaleido.open()
+
+        self._wait(open_browser(), PNG_START_S)
+
+    def render(self, fig: Any, path: Path) -> None:
+        opts = {"format": "png", "width": 900, "height": 600}
+        path.write_bytes(self._wait(self.kaleido.calc_fig(fig.to_dict(), opts=opts), PNG_FIGURE_S))
+
+    def close(self, *, kill: bool = False) -> None:
+        """Close the browser (bounded; `kill`: kill it first, it is given up), stop the loop."""
+        browser, self.kaleido = self.kaleido, None
+        process = getattr(browser, "subprocess", None)
+        try:
+            if kill:
+                _kill_group(process)
+            if browser is not None:
+                with contextlib.suppress(Exception):
+                    self._wait(browser.close(), 2 if kill else 10)
+            _kill_group(process)
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+
+
+def _kill_group(process: Any) -> None:
+    """SIGKILL a browser's process group (choreographer starts it in a session of its own,
+    through a wrapper process, so killing the wrapper alone would leave the browser)."""
+    import signal
+
+    if process is None or process.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signal.SIGKILL)
+    with contextlib.suppress(Exception):
+        process.wait(2)
+
+
+_png: _PngRenderer | None = None
+_png_off: str | None = None  # why PNG export was given up in this process (warned once)
+
+
+def _png_give_up(reason: str) -> None:
+    global _png, _png_off
+    _png_off = reason
+    log.warning("PNG copies of figures are off for this process: %s; HTML figures are still logged. "
+                "To get PNGs, %s", reason, PNG_HOWTO)
+    if _png is not None:
+        _png.close(kill=True)
+        _png = None
+
+
+def _write_png(fig: Any, path: Path) -> bool:
+    """Write a PNG of `fig` through kaleido, keeping one Chromium warm per process (seconds a
+    figure otherwise); False, after one warning for the whole process, when there is no usable
+    browser (none found, it fails, or it does not answer within PNG_START_S / PNG_FIGURE_S)."""
+    global _png
+    if _png_off is not None:
+        return False
+    if _png is not None and _png.pid != os.getpid():
+        _png = None  # a forked child: the parent's loop thread and browser are not ours
+    try:
+        if _png is None:
+            browser = find_browser()
+            if browser is None:
+                _png_give_up("no Chrome or Chromium found (kaleido needs one)")
+                return False
+            import atexit
+
+            _png = _PngRenderer()
+            atexit.register(lambda renderer=_png: renderer.close())
+            _png.start(browser)
+        _png.render(fig, path)
+        return True
+    except Exception as exc:  # the browser failed, died or hung: HTML is still there
+        _png_give_up(f"the PNG renderer failed ({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''})")
+        return False
+
+
 def log_figure(fig: Any, name: str, *, folder: str = "figures", png: bool = True) -> None:
     """Log a plotly figure as `figures/<name>.html` and, when a renderer is there, `.png`.
 
-    PNG export needs kaleido and a Chrome/Chromium; without them only the HTML is logged and
-    one warning says why. `NSCNET_FIGURE_PNG=false` turns PNG export off.
+    The HTML is self-contained (plotly.js inlined, ~4.7 MB): the MLflow UI shows HTML artifacts
+    in a sandboxed iframe built from the file's text, where no second file can be loaded, and
+    it must open without a network. PNG export needs kaleido and a Chrome/Chromium; without a
+    usable one only the HTML is logged and one warning per process says how to get PNGs.
+    `NSCNET_FIGURE_PNG=false` turns PNG export off.
     """
-    global _png_warned
     with tempfile.TemporaryDirectory() as tmp:
         html = Path(tmp) / f"{name}.html"
-        fig.write_html(html, include_plotlyjs="cdn")
+        fig.write_html(html, include_plotlyjs=True, full_html=True)
         mlflow.log_artifact(str(html), artifact_path=folder)
         if png and png_enabled():
             image = Path(tmp) / f"{name}.png"
-            try:
-                _write_png(fig, image)
-            except Exception as exc:  # kaleido or Chrome missing: HTML is still there
-                if not _png_warned:
-                    log.warning("PNG export of figures is off (%s); HTML figures are still logged",
-                                str(exc).splitlines()[0][:200])
-                    _png_warned = True
-            else:
+            if _write_png(fig, image):
                 mlflow.log_artifact(str(image), artifact_path=folder)
 
 

@@ -48,10 +48,95 @@ def _artifact_root(uri: str) -> str | None:
     return None  # a server or remote database chooses its own
 
 
+CONNECT_S = 10  # a tracking server or database that does not answer within this is unreachable
+_answering: set[str] = set()  # tracking URIs checked in this process
+
+
+def masked_uri(uri: str) -> str:
+    """The URI with any password replaced by ***, safe to show."""
+    from nscnet.studies.storage import mask_password
+
+    return mask_password(uri)
+
+
+def check_store(uri: str) -> None:
+    """DataError, in one line naming the URI (password masked), when the tracking store cannot
+    be reached within CONNECT_S: a server that refuses or does not answer, a database that
+    refuses the connection, a SQLite file whose folder cannot be made. MLflow itself would
+    retry for minutes (HTTP) or about half an hour (SQLAlchemy) before failing."""
+    import socket
+    from urllib.parse import urlparse
+
+    parsed = urlparse(uri)
+    shown = masked_uri(uri)
+    if parsed.scheme in ("http", "https"):
+        port = parsed.port or (443 if parsed.scheme == "https" else 80)
+        try:
+            socket.create_connection((parsed.hostname or "localhost", port), timeout=CONNECT_S).close()
+        except OSError as exc:
+            reason = exc.strerror or str(exc) or type(exc).__name__
+            raise DataError(f"the MLflow tracking server {shown} does not answer ({reason}): start it, or "
+                            f"point MLFLOW_TRACKING_URI at one that runs") from None
+    elif uri.startswith("sqlite:///"):
+        folder = Path(uri[len("sqlite:///"):]).parent
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            if not os.access(folder, os.W_OK):
+                raise PermissionError(13, "Permission denied")
+        except OSError as exc:
+            raise DataError(f"the MLflow tracking store {shown} cannot be created in {folder} "
+                            f"({exc.strerror or exc})") from None
+    elif "://" in uri and parsed.scheme.split("+")[0] in ("postgresql", "postgres", "mysql", "mssql"):
+        import sqlalchemy
+
+        from nscnet.studies.storage import connect_args, database_url
+
+        engine = sqlalchemy.create_engine(database_url(uri), connect_args=connect_args(uri))
+        try:
+            engine.connect().close()
+        except sqlalchemy.exc.SQLAlchemyError as exc:
+            reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0][:300]
+            raise DataError(f"cannot connect to the MLflow tracking store {shown}: {reason}") from None
+        finally:
+            engine.dispose()
+
+
+def connect() -> str:
+    """Point MLflow at the tracking store (checked once per process, see `check_store`)."""
+    uri = tracking_uri()
+    if uri not in _answering:
+        check_store(uri)
+        _answering.add(uri)
+    mlflow.set_tracking_uri(uri)
+    return uri
+
+
+_writable: set[str] = set()  # experiments whose artifact location was checked in this process
+
+
+def check_artifact_location(experiment_id: str) -> None:
+    """DataError naming the location when an experiment's local artifact folder cannot be
+    written, before any run is opened (remote artifact stores are left to MLflow)."""
+    key = f"{tracking_uri()}#{experiment_id}"
+    if key in _writable:
+        return
+    experiment = MlflowClient().get_experiment(experiment_id)
+    location = experiment.artifact_location
+    folder = _local_folder(location)
+    if folder is not None:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=folder, prefix=".nscnet-write-check-"):
+                pass
+        except OSError as exc:
+            raise DataError(f"the artifact location {masked_uri(location)} of experiment {experiment.name!r} "
+                            f"cannot be written ({exc.strerror or exc})") from None
+    _writable.add(key)
+
+
 def setup(experiment: str) -> str:
     """Point MLflow at the tracking store and experiment; returns the experiment id."""
-    uri = tracking_uri()
-    mlflow.set_tracking_uri(uri)
+    uri = connect()
     found = mlflow.get_experiment_by_name(experiment)
     if found is not None:
         experiment_id = found.experiment_id
@@ -82,7 +167,7 @@ def start_run(cfg: Any, step: str, *, run_id: str | None = None, nested: bool = 
     project_run = os.environ.get("MLFLOW_RUN_ID") if not run_id and mlflow.active_run() is None else None
     if project_run:
         # Launched by `mlflow run`: continue the run it created, in that run's experiment.
-        mlflow.set_tracking_uri(tracking_uri())
+        connect()
         experiment_id = MlflowClient().get_run(project_run).info.experiment_id
         name = mlflow.get_experiment(experiment_id).name
         if name != cfg.experiment:
@@ -90,7 +175,8 @@ def start_run(cfg: Any, step: str, *, run_id: str | None = None, nested: bool = 
                      "--experiment-name %s to mlflow run to choose it)", name, cfg.experiment)
         mlflow.set_experiment(experiment_id=experiment_id)
     else:
-        setup(cfg.experiment)
+        experiment_id = setup(cfg.experiment)
+    check_artifact_location(experiment_id)
     if run_id:
         try:
             MlflowClient().get_run(run_id)
@@ -401,7 +487,7 @@ def load_torch_model(run_id: str, name: str = "model", map_location: Any = "cpu"
     """The torch module logged by `log_torch_model` in a run; DataError when there is none."""
     import mlflow.pytorch
 
-    mlflow.set_tracking_uri(tracking_uri())
+    connect()
     try:
         return mlflow.pytorch.load_model(f"runs:/{run_id}/{name}", map_location=map_location)
     except mlflow.exceptions.MlflowException as exc:
@@ -410,7 +496,7 @@ def load_torch_model(run_id: str, name: str = "model", map_location: Any = "cpu"
 
 def tag_run(run_id: str, tags: Mapping[str, Any]) -> None:
     """Set tags on any run by id (finished ones too), e.g. a link back from a parent run."""
-    mlflow.set_tracking_uri(tracking_uri())
+    connect()
     client = MlflowClient()
     for key, value in tags.items():
         client.set_tag(run_id, key, str(value))
@@ -418,13 +504,13 @@ def tag_run(run_id: str, tags: Mapping[str, Any]) -> None:
 
 def experiment_name(experiment_id: str) -> str:
     """The name of an experiment of the tracking store."""
-    mlflow.set_tracking_uri(tracking_uri())
+    connect()
     return MlflowClient().get_experiment(experiment_id).name
 
 
 def get_run(run_id: str) -> Any:
     """The MLflow run with this id, or a DataError naming it."""
-    mlflow.set_tracking_uri(tracking_uri())
+    connect()
     try:
         return MlflowClient().get_run(run_id)
     except mlflow.exceptions.MlflowException:
@@ -433,19 +519,19 @@ def get_run(run_id: str) -> Any:
 
 def metric_history(run_id: str, key: str) -> list[tuple[int, float]]:
     """(step, value) pairs of one metric of a run, in step order."""
-    mlflow.set_tracking_uri(tracking_uri())
+    connect()
     history = MlflowClient().get_metric_history(run_id, key)
     return sorted((m.step, m.value) for m in history)
 
 
 def list_artifacts(run_id: str, path: str | None = None) -> list[str]:
-    mlflow.set_tracking_uri(tracking_uri())
+    connect()
     return [a.path for a in MlflowClient().list_artifacts(run_id, path)]
 
 
 def download_artifact(run_id: str, path: str, dst: str | Path | None = None) -> Path:
     """Download one artifact (file or folder) of a run; DataError when it is not there."""
-    mlflow.set_tracking_uri(tracking_uri())
+    connect()
     try:
         local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path,
                                                     dst_path=str(dst) if dst else None)
@@ -458,7 +544,7 @@ def search_runs(experiment: str, filter_string: str = "") -> Any:
     """A pandas DataFrame of the runs of an experiment (empty when there is none)."""
     import pandas as pd
 
-    mlflow.set_tracking_uri(tracking_uri())
+    connect()
     found = mlflow.get_experiment_by_name(experiment)
     if found is None:
         return pd.DataFrame()

@@ -70,6 +70,10 @@ def check_store(uri: str) -> None:
     parsed = urlparse(uri)
     shown = masked_uri(uri)
     if parsed.scheme in ("http", "https"):
+        import urllib.request
+
+        if parsed.scheme in urllib.request.getproxies() and not urllib.request.proxy_bypass(parsed.hostname or ""):
+            return  # reached through a proxy: a direct probe would say nothing
         port = parsed.port or (443 if parsed.scheme == "https" else 80)
         try:
             socket.create_connection((parsed.hostname or "localhost", port), timeout=CONNECT_S).close()
@@ -449,7 +453,8 @@ def _write_png(fig: Any, path: Path) -> bool:
         _png.render(fig, path)
         return True
     except Exception as exc:  # the browser failed, died or hung: HTML is still there
-        _png_give_up(f"the PNG renderer failed ({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''})")
+        first = str(exc).splitlines()[0][:200] if str(exc) else ""
+        _png_give_up(f"the PNG renderer failed ({type(exc).__name__}: {first})")
         return False
 
 

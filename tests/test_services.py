@@ -20,7 +20,8 @@ SECRET = "s3cr3t-pw"
 
 
 def _nscnet(cwd, *args, env=None):
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "NSCNET_FIGURE_PNG": "false", **(env or {})}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "NSCNET_FIGURE_PNG": "false",
+           "no_proxy": "127.0.0.1,localhost", **(env or {})}
     return subprocess.run([sys.executable, "-m", "nscnet", *args], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=180)  # MLflow alone would retry for minutes
 

@@ -610,7 +610,7 @@ class StudyConfig(StepConfig):
     heartbeat_s: int = param(10, "trial heartbeat interval, s; a trial silent for 3 beats is failed and retried")
     threads: int = param(0, "BLAS/OpenMP threads of this worker (0 = the cores not busy); with several workers "
                             "on one machine give each cores / workers")
-    compare: bool = param(True, "write and log the comparison page of the experiment when this worker ends")
+    compare: bool = param(True, "log the comparison page of the experiment to the study run when this worker ends")
     figure_png: bool = param(False, "PNG copies of every trial's figures (slow: seconds per figure); HTML is always logged")
 
     def __post_init__(self) -> None:

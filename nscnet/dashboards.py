@@ -6,7 +6,7 @@
 - `comparison_figure(experiment)`: one plotly figure comparing the runs of an experiment:
   silhouette, n_clusters, zipf_s and the *_truth metrics (one point per run), nmi_prev curves;
   `write_comparison` writes it as a self-contained HTML page (plotly.js inlined, so it opens
-  without a network) and `log_comparison` also logs it to the active run.
+  without a network) and `log_comparison` logs it to the active run (never into a checkout).
 """
 
 from __future__ import annotations
@@ -95,14 +95,28 @@ def write_comparison(experiment: str, out: str | Path) -> Path:
     return out
 
 
+def comparison_name(experiment: str) -> str:
+    """File name of an experiment's comparison page (as written and as logged)."""
+    return f"{experiment}-comparison.html"
+
+
 def log_comparison(experiment: str, out: str | Path | None = None) -> Path:
-    """Write the page (default: dashboards/<experiment>-comparison.html) and log it to the active run."""
-    out = Path(out) if out else Path("dashboards") / f"{experiment}-comparison.html"
-    write_comparison(experiment, out)
-    if tracking.active_run_id():
-        tracking.log_artifact(out, "dashboards")
-    log.info("comparison page: %s", out.resolve())
-    return out
+    """Log the page to the active run as `dashboards/<experiment>-comparison.html` (and write it
+    to `out` too when given); with no active run, write it to `out` or the working directory.
+    Nothing goes into a checkout's `dashboards/` folder: the page lives with the run."""
+    name = comparison_name(experiment)
+    if not tracking.active_run_id():
+        page = write_comparison(experiment, Path(out) if out else Path.cwd() / name)
+    else:
+        with tracking.artifact_dir("dashboards") as folder:
+            page = write_comparison(experiment, folder / name)
+        log.info("comparison page logged to run %s as dashboards/%s%s", tracking.active_run_id(), name,
+                 f" ({page.resolve()})" if page.exists() else "")
+        if not out:
+            return page
+        page = write_comparison(experiment, out)
+    log.info("comparison page: %s", page.resolve())
+    return page
 
 
 # --------------------------------------------------------------------------------- nscnet ui

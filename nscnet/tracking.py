@@ -13,7 +13,6 @@ import logging
 import math
 import os
 import tempfile
-import warnings
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
@@ -49,10 +48,99 @@ def _artifact_root(uri: str) -> str | None:
     return None  # a server or remote database chooses its own
 
 
+CONNECT_S = 10  # a tracking server or database that does not answer within this is unreachable
+_answering: set[str] = set()  # tracking URIs checked in this process
+
+
+def masked_uri(uri: str) -> str:
+    """The URI with any password replaced by ***, safe to show."""
+    from nscnet.studies.storage import mask_password
+
+    return mask_password(uri)
+
+
+def check_store(uri: str) -> None:
+    """DataError, in one line naming the URI (password masked), when the tracking store cannot
+    be reached within CONNECT_S: a server that refuses or does not answer, a database that
+    refuses the connection, a SQLite file whose folder cannot be made. MLflow itself would
+    retry for minutes (HTTP) or about half an hour (SQLAlchemy) before failing."""
+    import socket
+    from urllib.parse import urlparse
+
+    parsed = urlparse(uri)
+    shown = masked_uri(uri)
+    if parsed.scheme in ("http", "https"):
+        import urllib.request
+
+        if parsed.scheme in urllib.request.getproxies() and not urllib.request.proxy_bypass(parsed.hostname or ""):
+            return  # reached through a proxy: a direct probe would say nothing
+        port = parsed.port or (443 if parsed.scheme == "https" else 80)
+        try:
+            socket.create_connection((parsed.hostname or "localhost", port), timeout=CONNECT_S).close()
+        except OSError as exc:
+            reason = exc.strerror or str(exc) or type(exc).__name__
+            raise DataError(f"the MLflow tracking server {shown} does not answer ({reason}): start it, or "
+                            f"point MLFLOW_TRACKING_URI at one that runs") from None
+    elif uri.startswith("sqlite:///"):
+        folder = Path(uri[len("sqlite:///"):]).parent
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            if not os.access(folder, os.W_OK):
+                raise PermissionError(13, "Permission denied")
+        except OSError as exc:
+            raise DataError(f"the MLflow tracking store {shown} cannot be created in {folder} "
+                            f"({exc.strerror or exc})") from None
+    elif "://" in uri and parsed.scheme.split("+")[0] in ("postgresql", "postgres", "mysql", "mssql"):
+        import sqlalchemy
+
+        from nscnet.studies.storage import connect_args, database_url
+
+        engine = sqlalchemy.create_engine(database_url(uri), connect_args=connect_args(uri))
+        try:
+            engine.connect().close()
+        except sqlalchemy.exc.SQLAlchemyError as exc:
+            reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0][:300]
+            raise DataError(f"cannot connect to the MLflow tracking store {shown}: {reason}") from None
+        finally:
+            engine.dispose()
+
+
+def connect() -> str:
+    """Point MLflow at the tracking store (checked once per process, see `check_store`)."""
+    uri = tracking_uri()
+    if uri not in _answering:
+        check_store(uri)
+        _answering.add(uri)
+    mlflow.set_tracking_uri(uri)
+    return uri
+
+
+_writable: set[str] = set()  # experiments whose artifact location was checked in this process
+
+
+def check_artifact_location(experiment_id: str) -> None:
+    """DataError naming the location when an experiment's local artifact folder cannot be
+    written, before any run is opened (remote artifact stores are left to MLflow)."""
+    key = f"{tracking_uri()}#{experiment_id}"
+    if key in _writable:
+        return
+    experiment = MlflowClient().get_experiment(experiment_id)
+    location = experiment.artifact_location
+    folder = _local_folder(location)
+    if folder is not None:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=folder, prefix=".nscnet-write-check-"):
+                pass
+        except OSError as exc:
+            raise DataError(f"the artifact location {masked_uri(location)} of experiment {experiment.name!r} "
+                            f"cannot be written ({exc.strerror or exc})") from None
+    _writable.add(key)
+
+
 def setup(experiment: str) -> str:
     """Point MLflow at the tracking store and experiment; returns the experiment id."""
-    uri = tracking_uri()
-    mlflow.set_tracking_uri(uri)
+    uri = connect()
     found = mlflow.get_experiment_by_name(experiment)
     if found is not None:
         experiment_id = found.experiment_id
@@ -83,7 +171,7 @@ def start_run(cfg: Any, step: str, *, run_id: str | None = None, nested: bool = 
     project_run = os.environ.get("MLFLOW_RUN_ID") if not run_id and mlflow.active_run() is None else None
     if project_run:
         # Launched by `mlflow run`: continue the run it created, in that run's experiment.
-        mlflow.set_tracking_uri(tracking_uri())
+        connect()
         experiment_id = MlflowClient().get_run(project_run).info.experiment_id
         name = mlflow.get_experiment(experiment_id).name
         if name != cfg.experiment:
@@ -91,7 +179,8 @@ def start_run(cfg: Any, step: str, *, run_id: str | None = None, nested: bool = 
                      "--experiment-name %s to mlflow run to choose it)", name, cfg.experiment)
         mlflow.set_experiment(experiment_id=experiment_id)
     else:
-        setup(cfg.experiment)
+        experiment_id = setup(cfg.experiment)
+    check_artifact_location(experiment_id)
     if run_id:
         try:
             MlflowClient().get_run(run_id)
@@ -237,29 +326,11 @@ def log_text(text: str, artifact_file: str) -> None:
     mlflow.log_text(text, artifact_file)
 
 
-_png_warned = False
-_png_server = False
-
-
-def _write_png(fig: Any, path: Path) -> None:
-    """PNG through kaleido, keeping one Chromium warm per process (2 s a figure otherwise)."""
-    global _png_server
-    if not _png_server:
-        import atexit
-
-        import kaleido
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            kaleido.start_sync_server(silence_warnings=True)
-        atexit.register(kaleido.stop_sync_server, silence_warnings=True)
-        _png_server = True
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # "kopts ignored when using a server"
-        fig.write_image(path, width=900, height=600)
-
-
 PNG_ENV = "NSCNET_FIGURE_PNG"
+PNG_START_S = 20.0  # at most this long for Chromium to start (seconds; ~5 s cold on a busy machine)
+PNG_FIGURE_S = 15.0  # at most this long for one figure once it runs (well under 1 s normally)
+PNG_HOWTO = (f"install Chrome or Chromium for kaleido (Debian: apt-get install chromium; any OS: "
+             f"plotly_get_chrome), or set {PNG_ENV}=false to skip PNGs without this warning")
 
 
 def png_enabled() -> bool:
@@ -268,27 +339,147 @@ def png_enabled() -> bool:
     return os.environ.get(PNG_ENV, "true").strip().lower() not in ("0", "false", "no", "off")
 
 
+def find_browser() -> str | None:
+    """The Chrome/Chromium kaleido would start (BROWSER_PATH, PATH, the usual install paths such
+    as /usr/bin/chromium, kaleido's own download), or None."""
+    from choreographer.browsers.chromium import Chromium
+
+    return Chromium.find_browser(skip_local=False)
+
+
+class _PngRenderer:
+    """One kaleido Chromium per process, driven from a private event-loop thread so that every
+    wait is bounded: a browser that does not start or answer in time is killed and given up."""
+
+    def __init__(self) -> None:
+        import asyncio
+        import threading
+
+        self.pid = os.getpid()
+        self.kaleido: Any = None
+        self.loop = asyncio.new_event_loop()
+        threading.Thread(target=self.loop.run_forever, name="nscnet-png", daemon=True).start()
+
+    def _wait(self, coroutine: Any, timeout: float) -> Any:
+        import asyncio
+        import concurrent.futures
+
+        async def outcome() -> tuple[bool, Any]:  # errors as values: none is left unretrieved
+            try:
+                return True, await coroutine
+            except Exception as exc:
+                return False, exc
+
+        future = asyncio.run_coroutine_threadsafe(outcome(), self.loop)
+        try:
+            ok, value = future.result(timeout)
+        except concurrent.futures.TimeoutError:
+            future.cancel()
+            raise TimeoutError(f"the browser did not answer within {timeout:g} s") from None
+        if not ok:
+            raise value
+        return value
+
+    def start(self, browser: str) -> None:
+        async def open_browser() -> None:
+            import kaleido
+
+            # plotly.js from the installed plotly package, no MathJax: nothing from a CDN
+            self.kaleido = kaleido.Kaleido(path=browser, mathjax=False, timeout=PNG_FIGURE_S)
+            await self.kaleido.open()
+
+        self._wait(open_browser(), PNG_START_S)
+
+    def render(self, fig: Any, path: Path) -> None:
+        opts = {"format": "png", "width": 900, "height": 600}
+        path.write_bytes(self._wait(self.kaleido.calc_fig(fig.to_dict(), opts=opts), PNG_FIGURE_S))
+
+    def close(self, *, kill: bool = False) -> None:
+        """Close the browser (bounded; `kill`: kill it first, it is given up), stop the loop."""
+        browser, self.kaleido = self.kaleido, None
+        process = getattr(browser, "subprocess", None)
+        try:
+            if kill:
+                _kill_group(process)
+            if browser is not None:
+                with contextlib.suppress(Exception):
+                    self._wait(browser.close(), 2 if kill else 10)
+            _kill_group(process)
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+
+
+def _kill_group(process: Any) -> None:
+    """SIGKILL a browser's process group (choreographer starts it in a session of its own,
+    through a wrapper process, so killing the wrapper alone would leave the browser)."""
+    import signal
+
+    if process is None or process.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signal.SIGKILL)
+    with contextlib.suppress(Exception):
+        process.wait(2)
+
+
+_png: _PngRenderer | None = None
+_png_off: str | None = None  # why PNG export was given up in this process (warned once)
+
+
+def _png_give_up(reason: str) -> None:
+    global _png, _png_off
+    _png_off = reason
+    log.warning("PNG copies of figures are off for this process: %s; HTML figures are still logged. "
+                "To get PNGs, %s", reason, PNG_HOWTO)
+    if _png is not None:
+        _png.close(kill=True)
+        _png = None
+
+
+def _write_png(fig: Any, path: Path) -> bool:
+    """Write a PNG of `fig` through kaleido, keeping one Chromium warm per process (seconds a
+    figure otherwise); False, after one warning for the whole process, when there is no usable
+    browser (none found, it fails, or it does not answer within PNG_START_S / PNG_FIGURE_S)."""
+    global _png
+    if _png_off is not None:
+        return False
+    if _png is not None and _png.pid != os.getpid():
+        _png = None  # a forked child: the parent's loop thread and browser are not ours
+    try:
+        if _png is None:
+            browser = find_browser()
+            if browser is None:
+                _png_give_up("no Chrome or Chromium found (kaleido needs one)")
+                return False
+            import atexit
+
+            _png = _PngRenderer()
+            atexit.register(lambda renderer=_png: renderer.close())
+            _png.start(browser)
+        _png.render(fig, path)
+        return True
+    except Exception as exc:  # the browser failed, died or hung: HTML is still there
+        first = str(exc).splitlines()[0][:200] if str(exc) else ""
+        _png_give_up(f"the PNG renderer failed ({type(exc).__name__}: {first})")
+        return False
+
+
 def log_figure(fig: Any, name: str, *, folder: str = "figures", png: bool = True) -> None:
     """Log a plotly figure as `figures/<name>.html` and, when a renderer is there, `.png`.
 
-    PNG export needs kaleido and a Chrome/Chromium; without them only the HTML is logged and
-    one warning says why. `NSCNET_FIGURE_PNG=false` turns PNG export off.
+    The HTML is self-contained (plotly.js inlined, ~4.7 MB): the MLflow UI shows HTML artifacts
+    in a sandboxed iframe built from the file's text, where no second file can be loaded, and
+    it must open without a network. PNG export needs kaleido and a Chrome/Chromium; without a
+    usable one only the HTML is logged and one warning per process says how to get PNGs.
+    `NSCNET_FIGURE_PNG=false` turns PNG export off.
     """
-    global _png_warned
     with tempfile.TemporaryDirectory() as tmp:
         html = Path(tmp) / f"{name}.html"
-        fig.write_html(html, include_plotlyjs="cdn")
+        fig.write_html(html, include_plotlyjs=True, full_html=True)
         mlflow.log_artifact(str(html), artifact_path=folder)
         if png and png_enabled():
             image = Path(tmp) / f"{name}.png"
-            try:
-                _write_png(fig, image)
-            except Exception as exc:  # kaleido or Chrome missing: HTML is still there
-                if not _png_warned:
-                    log.warning("PNG export of figures is off (%s); HTML figures are still logged",
-                                str(exc).splitlines()[0][:200])
-                    _png_warned = True
-            else:
+            if _write_png(fig, image):
                 mlflow.log_artifact(str(image), artifact_path=folder)
 
 
@@ -307,7 +498,7 @@ def load_torch_model(run_id: str, name: str = "model", map_location: Any = "cpu"
     """The torch module logged by `log_torch_model` in a run; DataError when there is none."""
     import mlflow.pytorch
 
-    mlflow.set_tracking_uri(tracking_uri())
+    connect()
     try:
         return mlflow.pytorch.load_model(f"runs:/{run_id}/{name}", map_location=map_location)
     except mlflow.exceptions.MlflowException as exc:
@@ -316,7 +507,7 @@ def load_torch_model(run_id: str, name: str = "model", map_location: Any = "cpu"
 
 def tag_run(run_id: str, tags: Mapping[str, Any]) -> None:
     """Set tags on any run by id (finished ones too), e.g. a link back from a parent run."""
-    mlflow.set_tracking_uri(tracking_uri())
+    connect()
     client = MlflowClient()
     for key, value in tags.items():
         client.set_tag(run_id, key, str(value))
@@ -324,13 +515,13 @@ def tag_run(run_id: str, tags: Mapping[str, Any]) -> None:
 
 def experiment_name(experiment_id: str) -> str:
     """The name of an experiment of the tracking store."""
-    mlflow.set_tracking_uri(tracking_uri())
+    connect()
     return MlflowClient().get_experiment(experiment_id).name
 
 
 def get_run(run_id: str) -> Any:
     """The MLflow run with this id, or a DataError naming it."""
-    mlflow.set_tracking_uri(tracking_uri())
+    connect()
     try:
         return MlflowClient().get_run(run_id)
     except mlflow.exceptions.MlflowException:
@@ -339,19 +530,19 @@ def get_run(run_id: str) -> Any:
 
 def metric_history(run_id: str, key: str) -> list[tuple[int, float]]:
     """(step, value) pairs of one metric of a run, in step order."""
-    mlflow.set_tracking_uri(tracking_uri())
+    connect()
     history = MlflowClient().get_metric_history(run_id, key)
     return sorted((m.step, m.value) for m in history)
 
 
 def list_artifacts(run_id: str, path: str | None = None) -> list[str]:
-    mlflow.set_tracking_uri(tracking_uri())
+    connect()
     return [a.path for a in MlflowClient().list_artifacts(run_id, path)]
 
 
 def download_artifact(run_id: str, path: str, dst: str | Path | None = None) -> Path:
     """Download one artifact (file or folder) of a run; DataError when it is not there."""
-    mlflow.set_tracking_uri(tracking_uri())
+    connect()
     try:
         local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path,
                                                     dst_path=str(dst) if dst else None)
@@ -364,7 +555,7 @@ def search_runs(experiment: str, filter_string: str = "") -> Any:
     """A pandas DataFrame of the runs of an experiment (empty when there is none)."""
     import pandas as pd
 
-    mlflow.set_tracking_uri(tracking_uri())
+    connect()
     found = mlflow.get_experiment_by_name(experiment)
     if found is None:
         return pd.DataFrame()

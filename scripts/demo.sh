@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The main job on the embedded defaults: synthetic songs -> dataset -> the three models ->
-# analyses -> a short study, all logged to ./mlflow.db (MLflow) and ./optuna.journal (Optuna).
+# analyses -> a short study, all logged to ./mlflow.db (MLflow) and ./optuna.journal (Optuna);
+# files it makes (audio, dataset, predictions, the comparison page) go to ./demo.
 set -euo pipefail
+SRC=$(cd "$(dirname "$0")/.." && pwd)
 export MLFLOW_DISABLE_TELEMETRY=true
 export NSCNET_EXPERIMENT=${NSCNET_EXPERIMENT:-nscnet-demo}
 E=(--experiment "$NSCNET_EXPERIMENT")
@@ -21,11 +23,14 @@ step predict --run_id "$NSCNET" --data demo/dataset --out demo/predictions
 step pretrain --data demo/dataset --k 8 --epochs 2 --truth true --num_workers 0
 step vaenet --data demo/dataset --k 8 --epochs 3 --truth true --num_workers 0
 step study --model basenet --data demo/dataset --n_trials 12 --k_min 2 --k_max 32 --params k --truth true --overrides whiten=false,l2=false,pca_dim=32 --study_name demo-basenet
+echo; echo "== comparison page"
+python "$SRC/dashboards/compare.py" --experiment "$NSCNET_EXPERIMENT" --out demo/comparison.html
 
 cat <<TXT
 
 Demo done. Runs are in the MLflow store $(pwd)/mlflow.db (experiment "$NSCNET_EXPERIMENT"),
-the study in $(pwd)/optuna.journal. Open both dashboards with:
+the study in $(pwd)/optuna.journal, the comparison page of all runs in $(pwd)/demo/comparison.html.
+Open both dashboards with:
 
     .venv/bin/nscnet ui
     # MLflow UI:        http://127.0.0.1:5000

@@ -90,7 +90,7 @@ def test_comparison_page_opens_in_headless_chromium_with_a_point_per_run(small_s
     runs = nstracking.search_runs("nscnet")
     parent = runs[runs["tags.nscnet.step"] == "study"]["run_id"].iloc[0]  # the study logged its page
     assert "dashboards/nscnet-comparison.html" in nstracking.list_artifacts(parent, "dashboards")
-    assert Path("dashboards/nscnet-comparison.html").is_file()
+    assert not Path("dashboards").exists() and not (ROOT / "dashboards" / "nscnet-comparison.html").exists()
     page = write_comparison("nscnet", tmp_path / "comparison.html")
     profile = tmp_path / "chromium-profile"
     flags = [*CHROMIUM_FLAGS, f"--user-data-dir={profile}"]
@@ -107,11 +107,25 @@ def test_comparison_page_opens_in_headless_chromium_with_a_point_per_run(small_s
     assert points[0] == with_silhouette
     assert points[1] == int(runs["metrics.n_clusters"].notna().sum())
     assert "nmi_truth" in dom.stdout
-    artifacts = Path(os.environ.get("NSCNET_TEST_ARTIFACTS", ROOT / "test-artifacts"))
+    artifacts = Path(os.environ.get("NSCNET_TEST_ARTIFACTS", tmp_path / "test-artifacts"))
     artifacts.mkdir(parents=True, exist_ok=True)
     shot = artifacts / "comparison-page.png"
     subprocess.run([chromium, *flags, "--window-size=1200,2400", "--virtual-time-budget=5000",
                     f"--screenshot={shot}", page.as_uri()], capture_output=True, timeout=120)
     assert shot.is_file() and shot.stat().st_size > 10_000
     print(f"screenshot of the comparison page: {shot}")
+
+
+def test_compare_script_writes_to_the_working_directory_or_out_never_the_checkout(small_study, tmp_path):
+    before = sorted(p.name for p in (ROOT / "dashboards").iterdir())
+    script = [sys.executable, str(ROOT / "dashboards" / "compare.py"), "--experiment", "nscnet"]
+    done = subprocess.run(script, cwd=tmp_path, env=worker_env(), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (tmp_path / "nscnet-comparison.html").is_file()
+    named = tmp_path / "pages" / "mine.html"
+    done = subprocess.run([*script, "--out", str(named)], cwd=tmp_path, env=worker_env(), capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert named.is_file() and str(named) in done.stdout
+    assert sorted(p.name for p in (ROOT / "dashboards").iterdir()) == before
 

@@ -148,3 +148,31 @@ def test_all_bengalese_finch_tracks_parse_to_the_7652_syllables(bengalese):
                                                         "1": 625, "3": 477, "4": 477, "7": 473}
     from_csv = collect(bengalese / "recordings", bengalese / "syllables.csv")
     assert from_csv.n_lines == 7652 and not from_csv.tracks_without_recording
+
+
+TRACK = "0.5\t1.25\tcafé\n1.5\t2.0\tB\n"
+
+
+@pytest.mark.parametrize("encoding", ["utf-8", "utf-8-sig", "utf-16", "utf-16-be-bom", "latin-1", "cp1252"])
+@pytest.mark.parametrize("newline", ["\n", "\r\n"])
+def test_tracks_in_other_encodings_and_windows_line_ends_read_the_same(tmp_path, encoding, newline):
+    def encoded(text: str) -> bytes:
+        text = text.replace("\n", newline)
+        if encoding == "utf-16-be-bom":
+            return b"\xfe\xff" + text.encode("utf-16-be")
+        return text.encode(encoding)
+
+    audacity, raven = tmp_path / "rec.txt", tmp_path / "rec.Table.1.selections.txt"
+    audacity.write_bytes(encoded(TRACK))
+    raven.write_bytes(encoded(RAVEN.replace("\tA\n", "\tcafé\n")))
+    assert detect_format(audacity) == "audacity" and detect_format(raven) == "raven"
+    assert [(line.onset_s, line.offset_s, line.label, line.problem) for line in read_audacity(audacity)] == [
+        (0.5, 1.25, "café", ""), (1.5, 2.0, "B", "")]
+    assert [line.label for line in read_raven(raven)] == ["café", "B", "C"]
+
+
+def test_path_like_and_html_labels_are_kept_as_plain_text(tmp_path):
+    labels = ["../../outside", "/etc/passwd", "C:\\Windows\\x", "<script>alert(1)</script>", "a&amp;b"]
+    path = tmp_path / "rec.txt"
+    path.write_text("".join(f"{i}.0\t{i}.5\t{label}\n" for i, label in enumerate(labels)))
+    assert [line.label for line in read_audacity(path)] == labels

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -15,6 +16,7 @@ import pytest
 
 from nscnet import tracking as trk
 from nscnet.config import BasenetConfig, ConfigError, DataError
+from tests.conftest import png_expected, require
 
 
 def _free_port() -> int:
@@ -48,7 +50,7 @@ def _check_run(run_id):
     files = set(trk.list_artifacts(run_id)) | set(trk.list_artifacts(run_id, "figures"))
     assert {"note.txt", "figures/curve.html"} <= files
     assert trk.download_artifact(run_id, "tracks/a.txt").read_text() == "0.1\t0.2\tcluster_01\n"
-    if shutil.which("chromium") or os.environ.get("CI"):  # .ci/run installs chromium
+    if png_expected():
         assert "figures/curve.png" in files
     assert trk.download_artifact(run_id, "note.txt").read_text() == "hello"
 
@@ -151,3 +153,32 @@ def test_mlflow_run_params_stay_and_the_step_logs_in_its_run_and_experiment(trac
     assert logged.data.params["k"] == "9" and logged.data.params["pca_dim"] == str(BasenetConfig().pca_dim)
     assert logged.data.params["experiment"] == "project-run" and logged.info.experiment_id == experiment
     assert not any(tag.startswith("nscnet.effective") for tag in logged.data.tags)
+
+
+def _dom_offline(chromium: str, page, profile) -> str:
+    """The DOM of a page after 5 s of virtual time in headless Chromium with no network: its
+    own empty network namespace where possible (root), and no proxy or name resolution anyway."""
+    offline = ["unshare", "-n"] if os.geteuid() == 0 and shutil.which("unshare") else []
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+             f"--user-data-dir={profile}", "--proxy-server=127.0.0.1:9", "--host-resolver-rules=MAP * ~NOTFOUND",
+             "--virtual-time-budget=5000", "--dump-dom", page.as_uri()]
+    done = subprocess.run([*offline, chromium, *flags], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout
+
+
+def test_logged_figures_are_drawn_by_a_browser_with_the_network_off(tracking, tmp_path):
+    chromium = shutil.which("chromium") or trk.find_browser()
+    require(chromium is not None, "Chromium (Debian package chromium) to open the figure")
+    fig = go.Figure(go.Scatter(x=[1, 2, 3], y=[3, 1, 2], mode="markers"))
+    with trk.start_run(BasenetConfig(), "basenet") as run:
+        trk.log_figure(fig, "points", png=False)
+    page = trk.download_artifact(run.info.run_id, "figures/points.html", tmp_path / "dl")
+    assert not re.search(r"<script[^>]*\ssrc=", page.read_text())  # nothing loaded from elsewhere
+    dom = _dom_offline(chromium, page, tmp_path / "profile")
+    assert 'class="main-svg"' in dom and dom.count('class="point"') == 3, dom[:2000]
+    # the control: the same figure loading plotly.js from the CDN stays an empty page here
+    cdn = tmp_path / "cdn.html"
+    fig.write_html(cdn, include_plotlyjs="cdn")
+    assert 'class="main-svg"' not in _dom_offline(chromium, cdn, tmp_path / "profile")
+    print(f"one self-contained figure: {page.stat().st_size / 1e6:.2f} MB")

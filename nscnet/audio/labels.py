@@ -93,11 +93,33 @@ def make_line(line: int, onset: str, offset: str, label: str) -> LabelLine:
     return LabelLine(line, onset_s, offset_s, label)
 
 
+_BOMS = ((b"\xef\xbb\xbf", "utf-8-sig"), (b"\xff\xfe", "utf-16"), (b"\xfe\xff", "utf-16"))
+
+
+def decode_track(data: bytes) -> tuple[str, str]:
+    """(text, encoding) of a label track's bytes: UTF-8 or UTF-16 by their byte-order mark,
+    else UTF-8, else Windows-1252 (what Raven and Excel write on Windows), else Latin-1 (which
+    decodes any byte). Windows line ends are left to `splitlines`."""
+    for bom, encoding in _BOMS:
+        if data.startswith(bom):
+            return data.decode(encoding, errors="replace"), encoding
+    for encoding in ("utf-8", "cp1252"):
+        try:
+            return data.decode(encoding), encoding
+        except UnicodeDecodeError:
+            continue
+    return data.decode("latin-1"), "latin-1"
+
+
 def _read_text(path: Path) -> list[str]:
     try:
-        return path.read_text(encoding="utf-8-sig", errors="replace").splitlines()
+        data = path.read_bytes()
     except OSError as exc:
         raise DataError(f"{path}: cannot read label track ({exc})") from None
+    text, encoding = decode_track(data)
+    if encoding not in ("utf-8", "utf-8-sig"):
+        log.info("label track %s read as %s", path, encoding)
+    return text.splitlines()
 
 
 def read_audacity(path: str | Path) -> list[LabelLine]:
@@ -181,8 +203,8 @@ def detect_format(path: Path) -> str:
     """`csv` for .csv files, `raven` for a table whose header starts with `Selection`, else `audacity`."""
     if path.suffix.lower() == ".csv":
         return "csv"
-    with open(path, encoding="utf-8-sig", errors="replace") as fh:
-        first = fh.readline()
+    lines = _read_text(path)
+    first = lines[0] if lines else ""
     return "raven" if first.startswith("Selection\t") or "Begin Time (s)" in first else "audacity"
 
 

@@ -84,14 +84,34 @@ def database_url(url: str) -> str:
     return url
 
 
+CONNECT_S = 10  # a database that does not answer within this is unreachable
+
+
+def connect_args(url: str) -> dict[str, Any]:
+    """Driver arguments bounding the connection wait (PostgreSQL and MySQL wait minutes for a
+    host that drops packets otherwise)."""
+    if url.startswith(("postgresql", "postgres", "mysql")):
+        return {"connect_timeout": CONNECT_S}
+    return {}
+
+
 def open_storage(storage: str, *, heartbeat_s: int) -> BaseStorage:
-    """A journal file path (created with its folder) or a database URL, with heartbeats on."""
+    """A journal file path (created with its folder) or a database URL, with heartbeats on; a
+    database that cannot be reached is a DataError naming it (password masked)."""
     grace = 3 * heartbeat_s
     if is_url(storage):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return RDBStorage(database_url(storage), heartbeat_interval=heartbeat_s, grace_period=grace,
-                              engine_kwargs={"pool_pre_ping": True})
+        import sqlalchemy
+
+        from nscnet.config import DataError
+
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return RDBStorage(database_url(storage), heartbeat_interval=heartbeat_s, grace_period=grace,
+                                  engine_kwargs={"pool_pre_ping": True, "connect_args": connect_args(storage)})
+        except sqlalchemy.exc.SQLAlchemyError as exc:
+            reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0][:300]
+            raise DataError(f"cannot connect to the Optuna storage {mask_password(storage)}: {reason}") from None
     path = Path(storage or DEFAULT_JOURNAL)
     path.parent.mkdir(parents=True, exist_ok=True)
     return HeartbeatJournalStorage(JournalFileBackend(str(path)), heartbeat_s, grace)

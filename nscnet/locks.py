@@ -167,6 +167,13 @@ class JournalFlock(BaseJournalFileLock):  # type: ignore[misc,valid-type]
         self.path = lock_path(journal)
         self._local = threading.local()  # each thread its own descriptor (flock excludes them too)
 
+    def __getstate__(self) -> dict:  # a storage sent to another process: no descriptor goes along
+        return {"path": self.path}
+
+    def __setstate__(self, state: dict) -> None:
+        self.path = state["path"]
+        self._local = threading.local()
+
     def acquire(self) -> bool:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fh = open(self.path, "a+")

@@ -9,8 +9,9 @@ host, start time and command line are in the lock file, so whoever finds it busy
 
 Used by every step that writes a shared place: `preprocess` (the dataset folder), `synth` and
 `predict` (their `out` folders), the trainers (a run's checkpoint folder, so one run is
-never resumed twice at once) and the Optuna journal file (`JournalFlock`, in place of
-Optuna's symlink lock, which a killed worker leaves behind for 30 s).
+never resumed twice at once), study workers (the first creation of a SQLite tracking store,
+each cached feature file) and the Optuna journal file (`JournalFlock`, in place of Optuna's
+symlink lock, which a killed worker leaves behind for 30 s).
 
 A busy target: with `wait=True` the caller logs one line naming the target and the holder and
 waits for it; `NSCNET_LOCK_WAIT_S` bounds that wait (seconds; 0 = never wait), after which,
@@ -64,10 +65,12 @@ def holder(path: str | Path) -> str:
     return "another process"
 
 
-def _wait_limit(wait: bool) -> float | None:
+def _wait_limit(wait: bool, bounded: bool = True) -> float | None:
     """Seconds to wait for a busy lock (None: as long as the holder lives)."""
     if not wait:
         return 0.0
+    if not bounded:
+        return None
     text = os.environ.get(WAIT_ENV, "").strip()
     if not text:
         return None
@@ -85,19 +88,19 @@ def _command() -> str:
     return " ".join(words)[:120]
 
 
-def _take(fh: IO[str], path: Path, target: Path, what: str, wait: bool) -> None:
+def _take(fh: IO[str], path: Path, target: Path, what: str, wait: bool, level: int, bounded: bool) -> None:
     try:
         fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         return
     except BlockingIOError:
         pass
-    limit = _wait_limit(wait)
+    limit = _wait_limit(wait, bounded)
     who = holder(path)
     advice = f"wait for it to end, or choose another {what}"
     if limit == 0:
         raise Busy(f"{what} {target} is in use by {who}: {advice}")
-    log.warning("%s %s is in use by %s: waiting for it to finish%s", what, target, who,
-                f" (at most {limit:g} s, {WAIT_ENV})" if limit else "")
+    log.log(level, "%s %s is in use by %s: waiting for it to finish%s", what, target, who,
+            f" (at most {limit:g} s, {WAIT_ENV})" if limit else "")
     if limit is None:
         fcntl.flock(fh, fcntl.LOCK_EX)
         return
@@ -114,14 +117,19 @@ def _take(fh: IO[str], path: Path, target: Path, what: str, wait: bool) -> None:
 
 
 @contextlib.contextmanager
-def exclusive(target: str | Path, *, what: str = "folder", wait: bool = True) -> Iterator[Path]:
+def exclusive(target: str | Path, *, what: str = "folder", wait: bool = True, level: int = logging.WARNING,
+              bounded: bool = True) -> Iterator[Path]:
     """Hold the lock of `target` (a folder or file, existing or not) for the block; yields the
-    lock file's path. See the module docstring for what happens when it is busy."""
+    lock file's path. See the module docstring for what happens when it is busy.
+
+    level: of the one "waiting" log line; bounded=False: wait for the holder whatever
+    NSCNET_LOCK_WAIT_S says (the holder makes what this process needs, e.g. a feature file).
+    """
     target = Path(target)
     path = lock_path(target)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a+") as fh:
-        _take(fh, path, target, what, wait)
+        _take(fh, path, target, what, wait, level, bounded)
         try:
             fh.seek(0)
             fh.truncate()

@@ -33,6 +33,7 @@ from nscnet.config import ConfigError, DataError, PredictConfig
 from nscnet.dataset import Dataset, TorchImages, read_dataset
 from nscnet.evaluate import PREDICT_DIR
 from nscnet.export import write_exports
+from nscnet.locks import exclusive
 from nscnet.steps import STEPS, predictable
 
 log = logging.getLogger(__name__)
@@ -121,12 +122,13 @@ def run_predict(cfg: PredictConfig) -> dict[str, Any]:
     with tracking.start_run(cfg, "predict", tags={"nscnet.source_run": cfg.run_id, "nscnet.source_step": step}) as run:
         features = embed(cfg.run_id, dataset, cfg)
         labels, _ = assign(cfg.run_id, features)
-        out = write_exports(Path(cfg.out), dataset.segments, labels, all_segments=dataset.all_segments)
-        tracking.log_artifact(out / "assignments.csv")
-        tracking.log_artifacts(out / "audacity", "audacity")
-        tracking.log_artifacts(out / "raven", "raven")
-        np.save(out / "embeddings.npy", features)
-        tracking.log_artifact(out / "embeddings.npy")
+        with exclusive(cfg.out, what="export folder"):  # a second predict into it waits for this one
+            out = write_exports(Path(cfg.out), dataset.segments, labels, all_segments=dataset.all_segments)
+            tracking.log_artifact(out / "assignments.csv")
+            tracking.log_artifacts(out / "audacity", "audacity")
+            tracking.log_artifacts(out / "raven", "raven")
+            np.save(out / "embeddings.npy", features)
+            tracking.log_artifact(out / "embeddings.npy")
         counts = np.bincount(labels)
         metrics = {"n_segments": len(labels), "n_clusters": int((counts > 0).sum())}
         tracking.log_metrics(metrics)

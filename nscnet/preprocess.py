@@ -31,6 +31,7 @@ from nscnet.audio.labels import Inventory, Track, collect
 from nscnet.audio.segments import cut_track
 from nscnet.config import DataError, PreprocessConfig, to_params
 from nscnet.dataset import IMAGES, META, SEGMENT_COLUMNS, SEGMENTS, open_image_writer, shrink_npy
+from nscnet.locks import exclusive
 
 log = logging.getLogger(__name__)
 
@@ -227,6 +228,13 @@ def preprocess(cfg: PreprocessConfig) -> PreprocessResult:
     if not inventory.tracks:
         raise DataError(f"no label tracks found in {labels} (expected <recording stem>.txt Audacity or "
                         f"Raven tracks, or a CSV) for the recordings in {audio}")
+    # one writer per dataset folder: a second run waits here (then usually finds the dataset made)
+    with exclusive(out, what="dataset folder"):
+        return _write_or_reuse(cfg, inventory, audio, labels, out, start)
+
+
+def _write_or_reuse(cfg: PreprocessConfig, inventory: Inventory, audio: Path, labels: Path, out: Path,
+                    start: float) -> PreprocessResult:
     previous = _read_meta(out)
     inputs = fingerprint(inventory, audio, labels, previous)
     digest = content_hash(cfg, inputs)

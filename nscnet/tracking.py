@@ -13,6 +13,7 @@ import logging
 import math
 import os
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
@@ -167,6 +168,10 @@ def start_run(cfg: Any, step: str, *, run_id: str | None = None, nested: bool = 
     by default on for the long steps (LONG_STEPS).
 
     A run that raises is marked FAILED and re-raises; KeyboardInterrupt marks it KILLED.
+    A process killed outright (SIGKILL, power loss) cannot close its run: every run is tagged
+    with its process (`nscnet.pid`, `nscnet.pid_started`, `nscnet.host`), and a step starting
+    (or resuming) a top-level run first marks KILLED the store's RUNNING runs whose process on
+    this host is gone (tagged `nscnet.ended_by`).
     """
     project_run = os.environ.get("MLFLOW_RUN_ID") if not run_id and mlflow.active_run() is None else None
     if project_run:
@@ -188,13 +193,15 @@ def start_run(cfg: Any, step: str, *, run_id: str | None = None, nested: bool = 
             raise DataError(f"no MLflow run with id {run_id!r} in {tracking_uri()}") from None
     if system_metrics is None:
         system_metrics = step in LONG_STEPS
-    all_tags = {"nscnet.step": step, **(tags or {})}
+    active = mlflow.active_run()
+    if active is None:  # top-level runs only: a study trial's worker has swept already
+        _end_runs_of_dead_processes(keep=run_id)
+    all_tags = {"nscnet.step": step, **_process_tags(), **(tags or {})}
     # tags go with the run's creation (or resumption): one store round trip less than set_tags
     kwargs: dict[str, Any] = dict(run_id=run_id or None, nested=nested, log_system_metrics=system_metrics,
                                   tags={k: str(v) for k, v in all_tags.items()})
     if not run_id:
         kwargs["run_name"] = run_name
-    active = mlflow.active_run()
     if active is not None and not nested and active.info.run_id != run_id:
         kwargs["nested"] = True  # called from inside another step's run (a study trial, a demo)
     with mlflow.start_run(**kwargs) as run:
@@ -212,6 +219,71 @@ def start_run(cfg: Any, step: str, *, run_id: str | None = None, nested: bool = 
         except BaseException:
             mlflow.end_run(status="FAILED")
             raise
+
+
+PID_TAG, PID_STARTED_TAG, HOST_TAG, ENDED_BY_TAG = "nscnet.pid", "nscnet.pid_started", "nscnet.host", "nscnet.ended_by"
+
+
+def _process_tags() -> dict[str, str]:
+    """This process, as run tags: pid, its start time (a reused pid is told apart), host."""
+    import socket
+
+    import psutil
+
+    return {PID_TAG: str(os.getpid()), PID_STARTED_TAG: f"{psutil.Process().create_time():.3f}",
+            HOST_TAG: socket.gethostname()}
+
+
+def process_alive(pid: str | int, started: str | float | None = None) -> bool:
+    """Whether the process `pid` of this host still runs (and, given `started`, is the same one)."""
+    import psutil
+
+    try:
+        process = psutil.Process(int(pid))
+        if process.status() == psutil.STATUS_ZOMBIE:
+            return False  # killed, not yet reaped by its parent
+        if started not in (None, ""):
+            return abs(process.create_time() - float(started)) < 1.0
+        return True
+    except (psutil.NoSuchProcess, ValueError):
+        return False
+    except psutil.AccessDenied:  # another user's live process
+        return True
+
+
+def _end_runs_of_dead_processes(keep: str | None = None) -> list[str]:
+    """Mark KILLED the RUNNING runs of the store started by a process of this host that is gone.
+
+    Runs without process tags (other tools, older versions) and runs of other hosts are left as
+    they are: only a process on this host can be checked. Never fails the step: a store that
+    cannot be searched only leaves the runs as they were (logged at debug level).
+    """
+    import socket
+
+    host = socket.gethostname()
+    ended: list[str] = []
+    try:
+        client = MlflowClient()
+        experiments = [e.experiment_id for e in client.search_experiments()]
+        if not experiments:
+            return ended
+        query = f"attributes.status = 'RUNNING' and tags.`{HOST_TAG}` = '{host}'"
+        for run in client.search_runs(experiments, filter_string=query, max_results=1000):
+            tags = run.data.tags
+            if run.info.run_id == keep or PID_TAG not in tags:
+                continue
+            if process_alive(tags[PID_TAG], tags.get(PID_STARTED_TAG)):
+                continue
+            note = (f"process {tags[PID_TAG]} on {host} ended without closing the run; marked KILLED by "
+                    f"process {os.getpid()} at {time.strftime('%Y-%m-%d %H:%M:%S')}")
+            client.set_tag(run.info.run_id, ENDED_BY_TAG, note)
+            client.set_terminated(run.info.run_id, status="KILLED")
+            ended.append(run.info.run_id)
+            log.info("run %s (%s, pid %s) was left RUNNING by a process that is gone: marked KILLED",
+                     run.info.run_id, tags.get("nscnet.step", "?"), tags[PID_TAG])
+    except Exception as exc:  # the sweep is housekeeping: never the reason a step fails
+        log.debug("stale-run sweep skipped: %s", exc)
+    return ended
 
 
 def active_run_id() -> str | None:

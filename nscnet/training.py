@@ -31,6 +31,7 @@ import logging
 import math
 import os
 import random
+import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -256,21 +257,43 @@ def runs_dir() -> Path:
 
 class Checkpointer:
     """Saves the checkpoint of one run into `<runs_dir>/<run_id>/checkpoint.pt` and logs it
-    to the MLflow run as `checkpoint/checkpoint.pt` (replacing the previous one)."""
+    to the MLflow run as `checkpoint/checkpoint.pt` (replacing the previous one).
+
+    It holds the lock of the run's checkpoint folder (`nscnet.locks`) while it lives, so one
+    run is never trained by two processes at once (e.g. `--resume` typed in two terminals):
+    the second stops with `locks.Busy` naming the first.
+    """
 
     def __init__(self, run_id: str, *, log_to_mlflow: bool = True):
+        from nscnet.locks import Held
+
         self.run_id = run_id
         self.folder = runs_dir() / run_id
         self.path = self.folder / CHECKPOINT
         self.log_to_mlflow = log_to_mlflow
         self.last_epoch: int | None = None
+        self._lock = Held(self.folder, what=f"run {run_id} (its checkpoint folder)", wait=False)
+
+    def close(self) -> None:
+        """Release the run's lock (also done when the object is collected or the process ends)."""
+        self._lock.release()
+
+    def __del__(self) -> None:
+        lock = getattr(self, "_lock", None)
+        if lock is not None:
+            lock.release()
 
     def save(self, state: Mapping[str, Any]) -> Path:
         """`state` should hold at least `epoch` (epochs completed); RNG states are added."""
         full = {**state, "rng": rng_state()}
         save_checkpoint(self.path, full)
         if self.log_to_mlflow:
-            tracking.log_artifact(self.path, CHECKPOINT_DIR)
+            # into the run's artifacts by copy and rename too: a process killed during the copy
+            # must not leave a truncated checkpoint there for --resume to find
+            with tracking.artifact_dir(CHECKPOINT_DIR) as folder:
+                partial = folder / f"{CHECKPOINT}.partial"
+                shutil.copyfile(self.path, partial)
+                os.replace(partial, folder / CHECKPOINT)
         self.last_epoch = int(state.get("epoch", -1))
         return self.path
 
@@ -296,6 +319,9 @@ def resume_config(run_id: str, step: str, cfg_class: type, **keep: Any) -> Any:
     made_by = run.data.tags.get("nscnet.step", "")
     if made_by != step:
         raise DataError(f"--resume {run_id}: that run was made by {made_by or 'another program'!r}, not {step!r}")
+    if CONFIG_FILE not in tracking.list_artifacts(run_id):
+        raise DataError(f"--resume {run_id}: the run stopped before it logged its {CONFIG_FILE}, so there is "
+                        f"nothing to continue; start it again without --resume")
     path = tracking.download_artifact(run_id, CONFIG_FILE)
     values = json.loads(Path(path).read_text())
     for name, value in list(values.items()):

@@ -108,7 +108,15 @@ def zipf_probabilities(n_types: int, s: float) -> np.ndarray:
 
 def write_synthetic(cfg: SynthConfig) -> pd.DataFrame:
     """Write the recordings, label tracks and truth.csv into cfg.out; returns the truth table
-    (one row per song: audio_file, onset_s, offset_s, label, recording, type, tempo, pitch, amplitude)."""
+    (one row per song: audio_file, onset_s, offset_s, label, recording, type, tempo, pitch, amplitude).
+    One writer per folder at a time (`nscnet.locks`): a second one waits for the first."""
+    from nscnet.locks import exclusive
+
+    with exclusive(cfg.out, what="output folder"):
+        return _write_synthetic(cfg)
+
+
+def _write_synthetic(cfg: SynthConfig) -> pd.DataFrame:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     for old in list(out.glob("synth_*.wav")) + list(out.glob("synth_*.txt")):

@@ -20,6 +20,8 @@ from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FrozenTrial, TrialState
 
+from nscnet.locks import JournalFlock
+
 DEFAULT_JOURNAL = "optuna.journal"
 HEARTBEAT_ATTR = "nscnet:heartbeat"
 
@@ -114,7 +116,9 @@ def open_storage(storage: str, *, heartbeat_s: int) -> BaseStorage:
             raise DataError(f"cannot connect to the Optuna storage {mask_password(storage)}: {reason}") from None
     path = Path(storage or DEFAULT_JOURNAL)
     path.parent.mkdir(parents=True, exist_ok=True)
-    return HeartbeatJournalStorage(JournalFileBackend(str(path)), heartbeat_s, grace)
+    # a flock, not Optuna's symlink lock: a worker killed during an append leaves no lock behind
+    backend = JournalFileBackend(str(path), lock_obj=JournalFlock(path))
+    return HeartbeatJournalStorage(backend, heartbeat_s, grace)
 
 
 def cache_root(storage: str, study_name: str) -> Path:

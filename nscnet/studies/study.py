@@ -28,6 +28,7 @@ from tqdm import tqdm
 from nscnet import presets, tracking
 from nscnet.config import Cluster, ConfigError, Evaluate, StudyConfig, Sweep, field_type, fields, replace, to_params
 from nscnet.dataset import read_dataset
+from nscnet.locks import exclusive
 from nscnet.steps import STEPS
 from nscnet.studies import space, storage as storages, worker
 
@@ -105,12 +106,9 @@ class FeatureCache:
             self.hits += 1
             self.memory.move_to_end(key)
             return self.memory[key]
-        import fcntl
-
         path = self.root / f"{key}.npy"
-        self.root.mkdir(parents=True, exist_ok=True)
-        with open(self.root / f"{key}.lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)  # a worker needing the same features waits, then reads them
+        # a worker needing the features another one is computing waits for them, then reads them
+        with exclusive(path, what="feature file", level=logging.INFO, bounded=False):
             if path.is_file():
                 self.hits += 1
                 features = np.load(path)
@@ -186,12 +184,8 @@ def _init_tracking(experiment: str) -> None:
     if not uri.startswith("sqlite:///"):
         tracking.setup(experiment)
         return
-    import fcntl
-
     db = Path(uri[len("sqlite:///"):])
-    db.parent.mkdir(parents=True, exist_ok=True)
-    with open(db.with_name(db.name + ".init-lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with exclusive(db, what="tracking store", level=logging.DEBUG, bounded=False):
         tracking.setup(experiment)
 
 

@@ -301,17 +301,19 @@ class NscnetConfig(TrainParams, UmapParams):
     arcface_scale: float = param(30.0, "ArcFace scale s")
     arcface_margin: float = param(0.5, "ArcFace margin m, radians")
     epoch_length: int = param(1, "samples per epoch as a multiple of N", search=(1, 3))
-    backbone: str = param("efficientnet_b0", "feature extractor (registered name)")
-    embedding_dim: int = param(512, "width of the embedding layer")
-    pooling: str = param("max", "global pooling of the backbone features", choices=("max", "avg"))
-    input_mode: str = param("repeat", "one-channel image to the backbone", choices=("repeat", "adapt"))
+    # the network: "" / 0 = the pretrained_run's network, else NETWORK_DEFAULTS (resolved by the runner, logged)
+    backbone: str = param("", "feature extractor (registered name; empty: the pretrained_run's, else efficientnet_b0)")
+    embedding_dim: int = param(0, "width of the embedding layer (0: the pretrained_run's, else 512)")
+    pooling: str = param("", "global pooling of the backbone features (empty: the pretrained_run's, else max)",
+                         choices=("", "max", "avg"))
+    input_mode: str = param("", "one-channel image to the backbone (empty: the pretrained_run's, else repeat)",
+                            choices=("", "repeat", "adapt"))
     pretrained_weights: str = param("", "path to a state dict for the backbone (none are downloaded)")
     time_warp: int = param(60, "SpecAugment time warp W at 512 frames (scaled with width)")
     freq_mask: int = param(15, "SpecAugment frequency mask width F")
     freq_masks: int = param(1, "SpecAugment frequency masks per image")
     time_mask: int = param(60, "SpecAugment time mask width T at 512 frames (scaled with width)")
     time_masks: int = param(2, "SpecAugment time masks per image")
-    log_model: bool = param(True, "also log the model with mlflow.pytorch.log_model (a state dict is always logged)")
     preset: str = param("paper", "recipe: paper (the plain recipe, as published) or quality (the levers that "
                                  "measured best, docs/RESULTS.md); explicitly given parameters win",
                         choices=("paper", "quality"))
@@ -340,11 +342,22 @@ class NscnetConfig(TrainParams, UmapParams):
                               "pretrain in this run, not both")
         if self.k_train and self.k_train < self.k:
             raise ConfigError(f"k_train={self.k_train} must be 0 or at least k={self.k} (over-clustering)")
-        _check_positive(self, "embedding_dim", "epoch_length", "arcface_scale")
+        _check_positive(self, "epoch_length", "arcface_scale")
+        _check_positive(self, "embedding_dim", allow_zero=True)
         _check_positive(self, "arcface_margin", "time_warp", "freq_mask", "freq_masks", "time_mask", "time_masks",
                         allow_zero=True)
         if self.arcface_margin >= 3.14159:
             raise ConfigError(f"arcface_margin={self.arcface_margin} must be below pi radians")
+
+
+# NSCNet's network when neither the user nor a pretrained_run names it
+NETWORK_DEFAULTS = {"backbone": "efficientnet_b0", "embedding_dim": 512, "pooling": "max", "input_mode": "repeat"}
+
+
+def with_network_defaults(cfg: NscnetConfig) -> NscnetConfig:
+    """cfg with every network field still empty ("" / 0) at its NETWORK_DEFAULTS value."""
+    empty = {name: value for name, value in NETWORK_DEFAULTS.items() if getattr(cfg, name) in ("", 0)}
+    return replace(cfg, **empty) if empty else cfg
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ weights_only=True)`), and each new segment goes the same way:
    pretrain), the VAE's latent means (vaenet), the flattened pixels (basenet);
 2. the fitted chain (UMAP by umap-learn's own `transform`, see `nscnet.reduction`);
 3. the cluster: the nearest final centroid for k-means runs; for density clusterings
-   (HDBSCAN, OPTICS, e.g. `--preset quality`) the majority label of the 15 nearest clustered
+   (HDBSCAN, OPTICS, e.g. `--preset quality`) the majority label of the 5 nearest clustered
    training segments, noise included (the rule measured in docs/nscnet.md).
 
 The exports (assignments.csv, Audacity and Raven label tracks, embeddings.npy) go to `out` and

@@ -129,7 +129,7 @@ def test_umap_hdbscan_runs_predict_by_their_nearest_labelled_neighbours(store, b
                                         umap_neighbors=10, min_cluster_size=5, min_samples=3))
     description = T.load_torch_model(trained["run_id"])[0]
     assert [s.get("class", s["kind"]) for s in description["chain"]] == ["PCA", "umap", "Normalizer"]
-    assert description["assign"] == {"rule": "nearest_neighbours", "neighbours": 15, "algorithm": "hdbscan"}
+    assert description["assign"] == {"rule": "nearest_neighbours", "neighbours": 5, "algorithm": "hdbscan"}
     result = run_predict(PredictConfig(run_id=trained["run_id"], data=str(blobs), out=str(store / "pu")))
     assert result["agreement_with_source"] >= 0.95 and result["source_segments_matched"] == 48
     # new recordings of the same types: UMAP's own transform, then the vote of the training neighbours
@@ -176,3 +176,26 @@ def test_runs_without_a_model_are_refused(store, blobs):
         run_predict(PredictConfig(run_id="feedfacefeedface", data=str(blobs), out=str(store / "p6")))
     with pytest.raises(ConfigError, match="run_id=''"):
         run_predict(PredictConfig(run_id="", data=str(blobs)))
+
+
+def test_saved_chains_transform_exactly_like_the_fitted_steps():
+    from sklearn.decomposition import PCA
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import FunctionTransformer, Normalizer, StandardScaler
+
+    from nscnet.models.saved import apply_chain, chain_state, nearest_neighbours, restore_chain
+
+    rng = np.random.default_rng(0)
+    x, new = rng.normal(size=(60, 12)).astype(np.float32), rng.normal(size=(9, 12)).astype(np.float32)
+    fitted = Pipeline([("s", StandardScaler()), ("p", PCA(5, whiten=True, random_state=0)), ("l2", Normalizer())]).fit(x)
+    chain = [fitted, FunctionTransformer().fit(fitted.transform(x))]
+    described, arrays = chain_state(chain)
+    assert [d["class"] for d in described] == ["StandardScaler", "PCA", "Normalizer", "FunctionTransformer"]
+    np.testing.assert_array_equal(apply_chain(restore_chain(described, arrays), new), fitted.transform(new))
+    with pytest.raises(TypeError, match="cannot be saved without pickle"):
+        chain_state([object()])
+    # the vote: majority of the nearest labelled points, noise (-1) a label like any other
+    points = np.array([[0.0], [0.1], [0.2], [5.0], [5.1], [9.0]])
+    labels = np.array([0, 0, 1, 2, 2, -1])
+    assert nearest_neighbours(np.array([[0.05], [5.05], [9.1]]), points, labels, 3).tolist() == [0, 2, 2]
+    assert nearest_neighbours(np.array([[9.1]]), points, labels, 1).tolist() == [-1]

@@ -181,9 +181,9 @@ def run_pretrain(cfg: PretrainConfig) -> dict[str, Any]:
             reduced, reducer = umap_fit(processed, cfg)
             metrics = evaluate_and_log(reduced, dataset, replace(cfg, normalize=False, pca_dim=0, whiten=False, l2=False),
                                        embeddings=features, save_model=STEP, network=model,
-                                       feature_chain=[notes["pipeline"], reducer])
+                                       feature_chain=[notes["pipeline"], reducer], model_extra={"amp": False})
         else:
-            metrics = evaluate_and_log(features, dataset, cfg, save_model=STEP, network=model)
+            metrics = evaluate_and_log(features, dataset, cfg, save_model=STEP, network=model, model_extra={"amp": False})
         metrics.update(train_loss=losses[-1] if losses else None, first_loss=losses[0] if losses else None,
                        run_id=run.info.run_id)
     shown = {k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items() if v is not None}

@@ -8,7 +8,7 @@ Every run that trains or fits something (`basenet`, `vaenet`, `nscnet`, `pretrai
   "network": {"kind": "embedder", "backbone": "small_cnn", "embedding_dim": 128,
   "pooling": "max", "input_mode": "repeat"}, "features": "embedder",
   "chain": [{"kind": "sklearn", "class": "PCA", "params": {...}, "attributes": {...}}, {"kind": "umap", ...}],
-  "assign": {"rule": "nearest_neighbours", "neighbours": 15, "algorithm": "hdbscan"}, "extra": {...}}`;
+  "assign": {"rule": "nearest_neighbours", "neighbours": 5, "algorithm": "hdbscan"}, "extra": {...}}`;
 - `model/weights.pt`: the network's plain state dict (`torch.save`), absent for BASENet;
 - `model/arrays.npz`: the fitted chain from the model's raw features to the clustered space
   (each scikit-learn step's fitted arrays; for UMAP its training input and embedding, see
@@ -37,7 +37,7 @@ from nscnet.config import DataError
 from nscnet.reduction import Umap
 
 MODEL_DIR = "model"  # the artifact path of every saved model
-NEIGHBOURS = 15      # voters of the nearest-neighbours rule (density clusterings)
+NEIGHBOURS = 5       # voters of the nearest-neighbours rule (density clusterings; measured, docs/nscnet.md)
 
 
 # ------------------------------------------------------------------------------ networks

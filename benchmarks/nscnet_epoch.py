@@ -52,7 +52,7 @@ def _timed(fn, device) -> float:
 
 
 def speed(args: argparse.Namespace, amp: bool) -> None:
-    from nscnet.config import NscnetConfig
+    from nscnet.config import NscnetConfig, with_network_defaults
     from nscnet.dataset import TorchImages
     from nscnet.models.arcface import make_head
     from nscnet.models.nscnet import build_model, prepare_model, extract_features, train_epoch
@@ -62,7 +62,7 @@ def speed(args: argparse.Namespace, amp: bool) -> None:
 
     device = choose_device(args.device)
     precision = Precision(device, amp)
-    cfg = NscnetConfig(batch_size=args.batch_size, backbone=args.backbone, k=args.k)
+    cfg = with_network_defaults(NscnetConfig(batch_size=args.batch_size, backbone=args.backbone, k=args.k))
     n = args.steps * args.batch_size
     print(f"device {device.type} ({precision.name}), torch threads {torch.get_num_threads()}, backbone "
           f"{args.backbone}, images {args.height} x {args.width}, batch {args.batch_size}, {args.steps} steps, "
@@ -174,7 +174,7 @@ def memory_child(args: argparse.Namespace) -> None:
         start = time.perf_counter()
         run_nscnet(NscnetConfig(data=str(data), epochs=1, k=args.k, batch_size=args.batch_size,
                                 backbone=args.memory_backbone, num_workers=args.num_workers, export=False,
-                                device=args.device, log_model=False))
+                                device=args.device))
         stop.set()
         sampler.join()
         shape = np.load(data / "spectrograms.npy", mmap_mode="r").shape

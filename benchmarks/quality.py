@@ -45,7 +45,7 @@ DATA = ROOT.parent / "shared" / "data" / "bengalese-finch"
 CRITERIA = ("silhouette", "davies_bouldin", "calinski_harabasz", "stability")
 K = 9  # default; --k 16 for the other K of issue 8 (rows carry their k)
 COMMON = dict(truth=True, export=False, experiment="quality")
-DEEP = dict(device="cpu", threads=1, num_workers=0, log_model=False)
+DEEP = dict(device="cpu", threads=1, num_workers=0)
 PRETRAIN_NAME = "pretrain small_cnn 3ep"
 NSCNET_PRETRAINED = "nscnet small_cnn 1ep pretrained +warm+reseed +umap10+kmeans"
 PRESET_QUALITY = "nscnet --preset quality (in-run pretrain 3ep edge masks, 0 DeepCluster epochs, umap10+hdbscan)"
@@ -100,7 +100,7 @@ def configurations(data: str, truth: np.ndarray, cache: dict, k: int = K):
                 cache[key] = {"run_id": row["run_id"]}
         if key not in cache:
             m = run_pretrain(PretrainConfig(data=data, seed=seed, k=k, **{**COMMON, "export": True}, **PRETRAIN,
-                                             **{n: v for n, v in DEEP.items() if n != "log_model"}))
+                                             **DEEP))
             cache[key] = m
         return cache[key]
 

@@ -95,6 +95,7 @@ class Default:
     value: Any
     help: str | None = None
     search: Any = _KEEP
+    choices: Any = _KEEP
 
 
 def defaults(**changes: Any) -> Any:
@@ -114,6 +115,8 @@ def defaults(**changes: Any) -> Any:
                 metadata["help"] = change.help
             if change.search is not _KEEP:
                 metadata["search"] = change.search
+            if change.choices is not _KEEP:
+                metadata["choices"] = change.choices
             annotations[name] = base.type
             setattr(cls, name, field(default=change.value, metadata=metadata))
         cls.__annotations__ = annotations
@@ -374,9 +377,12 @@ class Network(Group):
     pooling: str = param("max", "global pooling of the backbone features", choices=("max", "avg"))
     input_mode: str = param("repeat", "one-channel image to the backbone", choices=("repeat", "adapt"))
 
+    # NSCNet leaves the network empty ("" / 0) to take a pretrained_run's (with_network_defaults)
+    _network_unset_allowed = False
+
     def __post_init__(self) -> None:
         super().__post_init__()
-        _check_positive(self, "embedding_dim")
+        _check_positive(self, "embedding_dim", allow_zero=self._network_unset_allowed)
 
 
 @dataclass(frozen=True)
@@ -456,6 +462,13 @@ class VaenetConfig(EarlyStop, Machine, Train, Evaluate, Sweep, Cluster, Postproc
 
 @dataclass(frozen=True)
 @defaults(pca_dim=Default(256, "PCA components before k-means (0 = no PCA)"), whiten=False,
+          # the network: "" / 0 = the pretrained_run's network, else NETWORK_DEFAULTS (resolved by the runner, logged)
+          backbone=Default("", "feature extractor (registered name; empty: the pretrained_run's, else efficientnet_b0)"),
+          embedding_dim=Default(0, "width of the embedding layer (0: the pretrained_run's, else 512)"),
+          pooling=Default("", "global pooling of the backbone features (empty: the pretrained_run's, else max)",
+                          choices=("", "max", "avg")),
+          input_mode=Default("", "one-channel image to the backbone (empty: the pretrained_run's, else repeat)",
+                             choices=("", "repeat", "adapt")),
           epochs=Default(50, "maximum DeepCluster epochs (0 = cluster the features of the initial, or pretrained, "
                              "network once)"))
 class NscnetConfig(Umap, Augment, Network, EarlyStop, Machine, Train, Evaluate, Cluster, Postprocess, Data,
@@ -463,13 +476,13 @@ class NscnetConfig(Umap, Augment, Network, EarlyStop, Machine, Train, Evaluate, 
     """NSCNet: DeepCluster-style end-to-end deep clustering with EfficientNet-B0."""
 
     _zero_epochs_allowed = True
+    _network_unset_allowed = True
 
     arcface: bool = param(False, "ArcFace head instead of softmax", search=(False, True))
     arcface_scale: float = param(30.0, "ArcFace scale s")
     arcface_margin: float = param(0.5, "ArcFace margin m, radians")
     epoch_length: int = param(1, "samples per epoch as a multiple of N", search=(1, 3))
     pretrained_weights: str = param("", "path to a state dict for the backbone (none are downloaded)")
-    log_model: bool = param(True, "also log the model with mlflow.pytorch.log_model (a state dict is always logged)")
     pretrained_run: str = param("", "MLflow run id of a `pretrain` run whose embedding network to start from")
     pretrain_epochs: int = param(0, "contrastive (SimCLR) epochs of the embedding network inside this run, before "
                                     "the DeepCluster epochs (0 = none); batch_size, device, amp and the network as "
@@ -498,6 +511,16 @@ class NscnetConfig(Umap, Augment, Network, EarlyStop, Machine, Train, Evaluate, 
         _check_positive(self, "arcface_margin", allow_zero=True)
         if self.arcface_margin >= 3.14159:
             raise ConfigError(f"arcface_margin={self.arcface_margin} must be below pi radians")
+
+
+# NSCNet's network when neither the user nor a pretrained_run names it
+NETWORK_DEFAULTS = {f.name: f.default for f in fields(Network)}
+
+
+def with_network_defaults(cfg: NscnetConfig) -> NscnetConfig:
+    """cfg with every network field still empty ("" / 0) at its NETWORK_DEFAULTS value."""
+    empty = {name: value for name, value in NETWORK_DEFAULTS.items() if getattr(cfg, name) in ("", 0)}
+    return replace(cfg, **empty) if empty else cfg
 
 
 @dataclass(frozen=True)

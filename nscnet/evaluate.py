@@ -6,7 +6,8 @@ final features inside their MLflow run. Its pieces are usable alone, e.g. per ep
 - `cluster_features(features, params)`: post-processing + clustering, no logging;
 - `score(processed, result, params, truth)`: internal (+ truth) metrics as one dict;
 - `log_figures(...)`, `log_exports(...)`: the figures and the artifacts of one clustering;
-- `log_predict_state(...)`: what `nscnet predict` needs (fitted pipeline, centroids, image size).
+- `nscnet.models.saved.log_model`, called with `save_model=<step>`: the run's model (`model/`:
+  network, fitted chain to the clustered space, assignment rule) for `nscnet predict`.
 
 Reference labels (`params.truth`) are read only to score and to draw the contingency table;
 nothing here fits on them.
@@ -14,16 +15,11 @@ nothing here fits on them.
 
 from __future__ import annotations
 
-import json
 import logging
-import tempfile
 import time
-from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
-import joblib
-from sklearn.pipeline import Pipeline
 from tqdm import tqdm
 
 from nscnet import plots, tracking
@@ -35,7 +31,6 @@ log = logging.getLogger(__name__)
 
 # Embedding files wider than this are not logged (raw flattened images); the processed ones are.
 MAX_EMBEDDING_DIM = 2048
-PREDICT_DIR = "predict"  # artifact folder: predict.json (+ postprocess.joblib, centroids.npy for k-means)
 
 
 def cluster_features(features: np.ndarray, params: Any, *, k: int | None = None, min_samples: int | None = None,
@@ -109,24 +104,6 @@ def log_exports(dataset: Any, labels: np.ndarray, embeddings: np.ndarray | None)
             np.save(out / "embeddings.npy", np.asarray(embeddings, dtype=np.float32))
 
 
-def log_predict_state(pipeline: Any, centroids: np.ndarray | None, image_shape: tuple[int, int], *,
-                      algorithm: str = "kmeans") -> None:
-    """Log what `nscnet predict` needs to the active run, under `predict/`.
-
-    pipeline: fitted transformer from the model's raw features (N, D) to the clustered space
-    (N, d); centroids: (k, d) final k-means centroids, None for OPTICS/HDBSCAN (then only
-    predict.json is logged, and predict refuses the run with a clear message).
-    """
-    with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
-        (tmp / "predict.json").write_text(json.dumps({"image_shape": [int(v) for v in image_shape],
-                                                      "algorithm": algorithm}, indent=2))
-        if centroids is not None:
-            joblib.dump(pipeline, tmp / "postprocess.joblib")
-            np.save(tmp / "centroids.npy", np.asarray(centroids, dtype=np.float32))
-        tracking.log_artifacts(tmp, PREDICT_DIR)  # one upload for the folder
-
-
 def _selected(values: tuple[int, ...], rows: list[dict[str, Any]]) -> int:
     """Index of the sweep value with the best silhouette (the paper's criterion); first if none."""
     scores = [r.get("silhouette") for r in rows]
@@ -136,17 +113,19 @@ def _selected(values: tuple[int, ...], rows: list[dict[str, Any]]) -> int:
 
 
 def evaluate_and_log(features: np.ndarray, dataset: Any, params: Any, *, embeddings: np.ndarray | None = None,
-                     step: int | None = None, prefix_figures: str = "", log_predict: bool = False,
-                     feature_pipeline: Any | None = None) -> dict[str, Any]:
+                     step: int | None = None, prefix_figures: str = "", save_model: str = "",
+                     network: Any = None, feature_chain: Sequence[Any] = (),
+                     model_extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """Post-process, cluster (or sweep), score, draw and export; everything logged to the active run.
 
     features: (N, D) float array of the dataset's N ok segments, in image-row order.
     params: a config with the fields of `nscnet.config.ClusterParams`.
     embeddings: what to log as embeddings.npy (default: the features, or the processed
     features when the features are wider than MAX_EMBEDDING_DIM).
-    log_predict: also log `log_predict_state` of the final clustering; feature_pipeline: the
-    fitted transformer that made `features` from the model's raw features (BASENet's PCA),
-    put in front of the post-processing in the logged pipeline.
+    save_model: the step name under which to log the run's model (`nscnet.models.saved`,
+    "" = none): `network` (None for BASENet), the fitted chain from the raw features to the
+    clustered space (`feature_chain`, the fitted steps that made `features` from the model's
+    raw features, e.g. BASENet's PCA, then this post-processing) and the final clustering.
     Returns the metrics of the final (or, in a sweep, the selected) clustering.
     """
     truth = dataset.truth() if params.truth else None  # fails early when there are no labels
@@ -187,11 +166,12 @@ def evaluate_and_log(features: np.ndarray, dataset: Any, params: Any, *, embeddi
     tracking.log_metrics({"cluster_seconds": metrics["cluster_seconds"]}, step=step)
     if getattr(params, "figures", True):
         log_figures(processed, result.labels, truth, prefix=prefix_figures, seed=params.seed)
-    if log_predict:
-        pipeline = notes["pipeline"]
-        if feature_pipeline is not None:
-            pipeline = Pipeline([("features", feature_pipeline), ("postprocess", pipeline)])
-        log_predict_state(pipeline, result.centroids, dataset.image_shape, algorithm=params.algorithm)
+    if save_model:
+        from nscnet.models.saved import log_model
+
+        log_model(save_model, dataset.image_shape, network=network, chain=[*feature_chain, notes["pipeline"]],
+                  labels=result.labels, processed=processed, centroids=result.centroids,
+                  algorithm=params.algorithm, extra=model_extra)
     if params.export:
         if embeddings is None:
             embeddings = features if np.shape(features)[1] <= MAX_EMBEDDING_DIM else processed

@@ -1,93 +1,80 @@
 """`nscnet predict`: assign the segments of a new dataset to the clusters of a trained run.
 
-Every trained NSCNet, VAENet and BASENet run keeps under `predict/` what this needs (logged by
-`nscnet.evaluate.log_predict_state`): `predict.json` (image size, clustering algorithm),
-`postprocess.joblib` (the fitted pipeline from the model's raw features to the clustered
-space) and `centroids.npy` (the final k-means centroids in that space). Each new segment is
-embedded by the run's model, transformed by the same fitted pipeline and given the nearest
-centroid's cluster. The exports (assignments.csv, Audacity and Raven label tracks) go to `out`
-and, with the embeddings, to a new MLflow run tagged with the source run.
+Every trained BASENet, VAENet, NSCNet and pretrain run logs its model in one format
+(`model/`, `nscnet.models.saved`): the network (none for BASENet), the fitted chain from its
+raw features to the clustered space (post-processing, PCA, UMAP) and the rule that assigns
+a point of that space. `load_model` rebuilds it without pickle (`torch.load(...,
+weights_only=True)`), and each new segment goes the same way:
 
-Raw features per model (the `embed` capability of its step in `nscnet.steps.STEPS`):
-- nscnet: the trained embedder network (`model_state/`);
-- vaenet: the latent means of the logged VAE (`tracking.load_torch_model`);
-- basenet: the flattened pixels (its PCA / UMAP is part of the logged pipeline).
+1. raw features by the model's `features` kind: the trained embedding network (nscnet,
+   pretrain), the VAE's latent means (vaenet), the flattened pixels (basenet);
+2. the fitted chain (UMAP by umap-learn's own `transform`, see `nscnet.reduction`);
+3. the cluster: the nearest final centroid for k-means runs; for density clusterings
+   (HDBSCAN, OPTICS, e.g. `--preset quality`) the majority label of the 5 nearest clustered
+   training segments, noise included (the rule measured in docs/nscnet.md).
 
-Runs clustered by OPTICS / HDBSCAN have no centroids and are refused with a DataError, as are
-BASENet study trials (their features came from a cache, so the feature pipeline is unknown).
+The exports (assignments.csv, Audacity and Raven label tracks, embeddings.npy) go to `out` and
+to a new MLflow run tagged with the source run. When the dataset holds segments the source
+run clustered (its training data), the run logs `agreement_with_source`: the share of those
+segments that predict puts in the cluster the run gave them.
+
+Refused with a DataError: BASENet study trials (their features came from a cache, so the run
+saved no model), runs saved in an older format (pickled models), other image sizes.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any
 
-import joblib
 import numpy as np
-from sklearn.metrics import pairwise_distances_argmin
+import pandas as pd
 
 from nscnet import tracking, training
 from nscnet.config import ConfigError, DataError, PredictConfig
 from nscnet.dataset import Dataset, TorchImages, read_dataset
-from nscnet.evaluate import PREDICT_DIR
 from nscnet.export import write_exports
 from nscnet.locks import exclusive
-from nscnet.steps import STEPS, predictable
+from nscnet.models.saved import SavedModel, load_model
+from nscnet.steps import predictable
 
 log = logging.getLogger(__name__)
 
 
-def nearest_centroid(features: np.ndarray, centroids: np.ndarray) -> np.ndarray:
-    """Index (N,) of the nearest centroid (k, d) of each row of features (N, d), Euclidean."""
-    return pairwise_distances_argmin(features, centroids).astype(np.int64)
 
-
-def embed_nscnet(run_id: str, dataset: Dataset, cfg: PredictConfig) -> np.ndarray:
-    """Embeddings (N, embedding_dim) of the dataset by the trained network of an NSCNet run."""
-    from nscnet.models.backbones import Embedder
-    from nscnet.models.nscnet import MODEL_DIR, extract_features, prepare_model
-
-    description = json.loads(tracking.download_artifact(run_id, f"{MODEL_DIR}/model.json").read_text())
-    state = training.load_checkpoint(tracking.download_artifact(run_id, f"{MODEL_DIR}/state_dict.pt"))
-    model = Embedder(description["backbone"], embedding_dim=description["embedding_dim"],
-                     pooling=description["pooling"], input_mode=description["input_mode"])
-    model.load_state_dict(state["embedder"])
+def raw_features(model: SavedModel, dataset: Dataset, cfg: PredictConfig) -> np.ndarray:
+    """Raw features (N, D) of the dataset by the saved model (its `features` kind)."""
+    kind = model.description["features"]
+    if kind == "pixels":
+        return dataset.flat()
     device = training.choose_device(cfg.device)
-    model = prepare_model(model, device)
+    amp = bool(model.description.get("extra", {}).get("amp", True))  # as the run embedded its data
+    precision = training.Precision(device, amp)
     loader = training.make_loader(TorchImages(dataset.path), batch_size=64, num_workers=0, device=device)
-    return extract_features(model, loader, device, training.Precision(device, True))
+    network = model.network()
+    if kind == "embedder":
+        from nscnet.models.nscnet import extract_features, prepare_model
+
+        return extract_features(prepare_model(network, device), loader, device, precision)
+    if kind == "vae_mean":
+        from nscnet.models.vaenet import encode
+
+        return encode(network.to(device), loader, precision, device)
+    raise DataError(f"run {model.run_id}: unknown features kind {kind!r} in model/model.json")
 
 
-def embed_vaenet(run_id: str, dataset: Dataset, cfg: PredictConfig) -> np.ndarray:
-    """Latent means (N, latent_dim) of the dataset by the VAE logged by a VAENet run."""
-    from nscnet.models.vaenet import encode
-
-    device = training.choose_device(cfg.device)
-    model = tracking.load_torch_model(run_id).to(device)
-    loader = training.make_loader(TorchImages(dataset.path), batch_size=64, num_workers=0, device=device)
-    amp = tracking.get_run(run_id).data.params.get("amp", "true") == "true"  # encode as the run did
-    return encode(model, loader, training.Precision(device, amp), device)
-
-
-def embed_basenet(run_id: str, dataset: Dataset, cfg: PredictConfig) -> np.ndarray:
-    """Flattened images (N, H*W): BASENet's PCA / UMAP is the first part of its logged pipeline."""
-    return dataset.flat()
-
-
-def predict_state(run_id: str, step: str) -> dict[str, Any]:
-    """The run's `predict/predict.json`; DataError when the run cannot predict (no k-means)."""
+def saved_model(run_id: str, step: str) -> SavedModel:
+    """The run's saved model, or a DataError saying why the run cannot predict."""
     try:
-        state = json.loads(tracking.download_artifact(run_id, f"{PREDICT_DIR}/predict.json").read_text())
-    except DataError:
-        hint = (" (a BASENet study trial clusters cached features: rerun `nscnet basenet` with its parameters)"
-                if step == "basenet" else " (made before predict support: train it again)")
-        raise DataError(f"run {run_id} has no {PREDICT_DIR}/predict.json and cannot predict{hint}") from None
-    if state.get("algorithm", "kmeans") != "kmeans":
-        raise DataError(f"run {run_id} clustered with algorithm={state['algorithm']}, which has no centroids: "
-                        "predict needs a k-means run (algorithm=kmeans)")
-    return state
+        model = load_model(run_id)
+    except DataError as exc:
+        hint = (" (a BASENet study trial clusters cached features and saves no model: rerun `nscnet basenet` "
+                "with its parameters)" if step == "basenet" and "has no saved model" in str(exc) else "")
+        raise DataError(f"{exc}; it cannot predict{hint}") from None
+    if not model.can_predict:
+        raise DataError(f"run {run_id} saved its network but no clustering chain: it cannot predict")
+    return model
 
 
 def check_image_shape(expected: tuple[int, int], dataset: Dataset, run_id: str, data: str) -> None:
@@ -98,12 +85,23 @@ def check_image_shape(expected: tuple[int, int], dataset: Dataset, run_id: str, 
                         f"with n_mels={expected[0]} and frames={expected[1]}")
 
 
-def assign(run_id: str, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(labels (N,), processed (N, d)) of features under the fitted pipeline and centroids of a run."""
-    pipeline = joblib.load(tracking.download_artifact(run_id, f"{PREDICT_DIR}/postprocess.joblib"))
-    centroids = np.load(tracking.download_artifact(run_id, f"{PREDICT_DIR}/centroids.npy"))
-    processed = np.nan_to_num(np.asarray(pipeline.transform(features), dtype=np.float32))
-    return nearest_centroid(processed, centroids), processed
+KEYS = ["segment_id", "recording", "onset_s", "offset_s"]
+
+
+def source_agreement(predicted: pd.DataFrame, source: pd.DataFrame) -> dict[str, float]:
+    """Agreement of predicted assignments with the source run's on the segments both hold
+    (same id, recording, onset and offset): `agreement_with_source` (share with the same
+    cluster, noise included) and `source_segments_matched`; {} when they share none."""
+    cols = [c for c in KEYS if c in predicted.columns and c in source.columns]
+
+    def keyed(frame: pd.DataFrame) -> pd.DataFrame:
+        return frame[cols].astype(str).assign(cluster=frame["cluster"].to_numpy())
+
+    both = keyed(predicted).merge(keyed(source), on=cols, suffixes=("", "_source"))
+    if both.empty:
+        return {}
+    return {"agreement_with_source": float((both["cluster"] == both["cluster_source"]).mean()),
+            "source_segments_matched": float(len(both))}
 
 
 def run_predict(cfg: PredictConfig) -> dict[str, Any]:
@@ -112,16 +110,15 @@ def run_predict(cfg: PredictConfig) -> dict[str, Any]:
         raise ConfigError("run_id='' : name the MLflow run id of a trained run (--run_id ...)")
     source = tracking.get_run(cfg.run_id)
     step = source.data.tags.get("nscnet.step", "")
-    embed = STEPS[step].load_embed() if step in STEPS else None
-    if embed is None:
+    if step not in predictable():
         raise DataError(f"run {cfg.run_id} was made by {step or 'another program'!r}; predict supports "
-                        f"{', '.join(sorted(predictable()))} runs")
-    state = predict_state(cfg.run_id, step)
+                        f"{', '.join(predictable())} runs")
+    model = saved_model(cfg.run_id, step)
     dataset = read_dataset(cfg.data)
-    check_image_shape(tuple(state["image_shape"]), dataset, cfg.run_id, cfg.data)
+    check_image_shape(model.image_shape, dataset, cfg.run_id, cfg.data)
     with tracking.start_run(cfg, "predict", tags={"nscnet.source_run": cfg.run_id, "nscnet.source_step": step}) as run:
-        features = embed(cfg.run_id, dataset, cfg)
-        labels, _ = assign(cfg.run_id, features)
+        features = raw_features(model, dataset, cfg)
+        labels = model.assign(model.transform(features))
         with exclusive(cfg.out, what="export folder"):  # a second predict into it waits for this one
             out = write_exports(Path(cfg.out), dataset.segments, labels, all_segments=dataset.all_segments)
             tracking.log_artifact(out / "assignments.csv")
@@ -129,10 +126,16 @@ def run_predict(cfg: PredictConfig) -> dict[str, Any]:
             tracking.log_artifacts(out / "raven", "raven")
             np.save(out / "embeddings.npy", features)
             tracking.log_artifact(out / "embeddings.npy")
-        counts = np.bincount(labels)
-        metrics = {"n_segments": len(labels), "n_clusters": int((counts > 0).sum())}
+        kept = labels[labels >= 0]
+        metrics = {"n_segments": len(labels), "n_clusters": int(len(np.unique(kept))),
+                   "noise_fraction": float(np.mean(labels < 0))}
+        if "assignments.csv" in tracking.list_artifacts(cfg.run_id):
+            metrics.update(source_agreement(pd.read_csv(out / "assignments.csv"),
+                                            pd.read_csv(tracking.download_artifact(cfg.run_id, "assignments.csv"))))
+        tracking.log_params({"assign_rule": model.description["assign"]["rule"]})
         tracking.log_metrics(metrics)
+    agreement = (f", agreement with the run's own clusters {metrics['agreement_with_source']:.3f} on "
+                 f"{int(metrics['source_segments_matched'])} shared segments" if "agreement_with_source" in metrics else "")
     print(f"predict: {len(labels)} segments of {cfg.data} -> {metrics['n_clusters']} clusters of run "
-          f"{cfg.run_id}; exports in {out}; run {run.info.run_id}")
+          f"{cfg.run_id}{agreement}; exports in {out}; run {run.info.run_id}")
     return {**metrics, "run_id": run.info.run_id, "out": str(out)}
-

@@ -42,7 +42,8 @@ def names(step: str) -> tuple[str, ...]:
 def layer(step: str, preset: str, given: dict[str, Any] | None = None) -> dict[str, Any]:
     """The values `preset` puts between the built-in defaults and `given` (the user's values).
 
-    A run started from a `pretrain` run (`pretrained_run` given) does not pretrain again.
+    A run started from a `pretrain` run (`pretrained_run` given) does not pretrain again, and
+    takes that run's network (backbone, embedding_dim, pooling, input_mode) instead of the preset's.
     ConfigError for an unknown preset, and for a preset that would change nothing because every
     field it sets was given (e.g. `-P preset=quality` on the plain `nscnet` entry point, which
     passes every parameter: use the entry point `nscnet-quality`).
@@ -52,8 +53,9 @@ def layer(step: str, preset: str, given: dict[str, Any] | None = None) -> dict[s
         known = ", ".join(names(step)) or "none"
         raise ConfigError(f"preset={preset!r} is not a preset of {step} (presets: {known})")
     values = dict(PRESETS[step][preset])
-    if given.get("pretrained_run"):
-        values.pop("pretrain_epochs", None)
+    if given.get("pretrained_run"):  # the network and its pretraining come from that run
+        for name in ("pretrain_epochs", "backbone", "embedding_dim", "pooling", "input_mode"):
+            values.pop(name, None)
     if values and all(name in given for name in values):
         raise ConfigError(f"preset={preset!r} changes nothing: every field it sets was given "
                           f"({', '.join(sorted(values))}); under `mlflow run` use the entry point {step}-{preset}")

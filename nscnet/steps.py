@@ -9,8 +9,8 @@ and the step's own module. Code is named as `"module:attribute"` and imported la
   features `(cfg, dataset) -> (N, d)`, which its runner then accepts as `runner(cfg, features=...)`;
   `feature_fields`: `"module:NAME"` of the tuple of config fields those features depend on
   (the study's feature cache key);
-- `embed` (predict): `"module:function"` `(run_id, dataset, cfg) -> (N, D)` raw features of new
-  segments by the model a run of this step trained.
+- `saves_model` (predict): a run of this step logs its model in the one saved-model format
+  (`model/`, `nscnet.models.saved`), which `nscnet predict` rebuilds to assign new segments.
 
 The networks such models are built on have their own registry, `nscnet.models.backbones.BACKBONES`.
 """
@@ -37,7 +37,7 @@ class Step:
     summary: str
     features: str = ""        # studies: "module:function" (cfg, dataset) -> features; runner takes features=
     feature_fields: str = ""  # studies: "module:NAME", the config fields those features depend on
-    embed: str = ""           # predict: "module:function" (run_id, dataset, cfg) -> raw features
+    saves_model: bool = False  # predict: its runs log `model/` (nscnet.models.saved)
 
     def load(self) -> Callable[[Any], Any]:
         return _load(self.runner)
@@ -48,14 +48,10 @@ class Step:
             return None
         return _load(self.features), (tuple(_load(self.feature_fields)) if self.feature_fields else None)
 
-    def load_embed(self) -> Callable[..., Any] | None:
-        """The function embedding new segments for `predict`, or None when the step has none."""
-        return _load(self.embed) if self.embed else None
-
 
 def predictable() -> list[str]:
     """Names of the steps whose runs `nscnet predict` can use."""
-    return [name for name, step in STEPS.items() if step.embed]
+    return [name for name, step in STEPS.items() if step.saves_model]
 
 
 STEPS: dict[str, Step] = {
@@ -65,12 +61,13 @@ STEPS: dict[str, Step] = {
         Step("preprocess", C.PreprocessConfig, "nscnet.preprocess:run_preprocess", "cut songs and make the image dataset"),
         Step("basenet", C.BasenetConfig, "nscnet.models.basenet:run_basenet", "PCA/UMAP + k-means/OPTICS/HDBSCAN baseline",
              features="nscnet.models.basenet:compute_features", feature_fields="nscnet.models.basenet:FEATURE_FIELDS",
-             embed="nscnet.predict:embed_basenet"),
+             saves_model=True),
         Step("vaenet", C.VaenetConfig, "nscnet.models.vaenet:run_vaenet", "variational autoencoder, then clustering",
-             embed="nscnet.predict:embed_vaenet"),
+             saves_model=True),
         Step("nscnet", C.NscnetConfig, "nscnet.models.nscnet:run_nscnet", "DeepCluster-style end-to-end deep clustering",
-             embed="nscnet.predict:embed_nscnet"),
-        Step("pretrain", C.PretrainConfig, "nscnet.models.pretrain:run_pretrain", "self-supervised (SimCLR) pretraining of the embedding network"),
+             saves_model=True),
+        Step("pretrain", C.PretrainConfig, "nscnet.models.pretrain:run_pretrain", "self-supervised (SimCLR) pretraining of the embedding network",
+             saves_model=True),
         Step("predict", C.PredictConfig, "nscnet.predict:run_predict", "assign new segments to a trained run's clusters"),
         Step("zipf", C.ZipfConfig, "nscnet.analysis.zipf:run_zipf", "Zipf's law and repertoire size of a clustering"),
         Step("entropy", C.EntropyConfig, "nscnet.analysis.entropy:run_entropy", "chromagram note entropy of every song"),

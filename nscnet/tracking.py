@@ -555,26 +555,79 @@ def log_figure(fig: Any, name: str, *, folder: str = "figures", png: bool = True
                 mlflow.log_artifact(str(image), artifact_path=folder)
 
 
-def log_torch_model(model: Any, name: str = "model", **kwargs: Any) -> None:
-    """Log a torch module with `mlflow.pytorch.log_model` (pickled whole, CPU copy).
+MODEL_FORMAT = "nscnet.model"  # model.json "format"; version below
+MODEL_FORMAT_VERSION = 1
+MODEL_FILES = ("model.json", "weights.pt", "arrays.npz")
 
-    `serialization_format="pickle"`: MLflow 3's default elsewhere, "pt2", needs an input example
-    and a traceable forward; `kwargs` go to `log_model` (e.g. `pip_requirements`).
+
+def log_torch_model(description: Mapping[str, Any], state_dict: Mapping[str, Any] | None = None,
+                    arrays: Mapping[str, Any] | None = None, name: str = "model") -> None:
+    """Log a model to the active run under `name/`, in one upload, with no pickled object:
+    `model.json` (the description, with format and version), `weights.pt` (`torch.save` of a
+    plain state dict of tensors) and `arrays.npz` (numpy arrays, read without pickle)."""
+    import numpy as np
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        full = {"format": MODEL_FORMAT, "version": MODEL_FORMAT_VERSION, **description}
+        (tmp / "model.json").write_text(json.dumps(full, indent=2, default=_json_default))
+        if state_dict is not None:
+            import torch
+
+            torch.save({k: v.detach().cpu().contiguous() for k, v in state_dict.items()}, tmp / "weights.pt")
+        if arrays:
+            np.savez(tmp / "arrays.npz", **{k: np.asarray(v) for k, v in arrays.items()})
+        mlflow.log_artifacts(str(tmp), artifact_path=name)
+
+
+def _json_default(value: Any) -> Any:
+    if hasattr(value, "tolist"):  # numpy scalars and arrays
+        return value.tolist()
+    return str(value)
+
+
+def load_torch_model(run_id: str, name: str = "model") -> tuple[dict[str, Any], dict[str, Any] | None, dict[str, Any]]:
+    """(description, state dict or None, arrays) of the model `log_torch_model` logged in a run.
+
+    The state dict is read with `torch.load(..., weights_only=True)` and the arrays with
+    `numpy.load(..., allow_pickle=False)`: nothing is unpickled. DataError when the run has no
+    such model (naming an older format when the run holds one), or a file needs pickle.
     """
-    import mlflow.pytorch
+    import numpy as np
 
-    mlflow.pytorch.log_model(model, name=name, serialization_format="pickle", **kwargs)
+    get_run(run_id)
+    names = set(list_artifacts(run_id, name))
+    if f"{name}/model.json" not in names:
+        old = [path for path in ("model_state", "pretrained", "predict") if path in set(list_artifacts(run_id))]
+        old += [f"{name}/MLmodel"] if f"{name}/MLmodel" in names else []
+        if old:
+            raise DataError(f"run {run_id} holds its model in the old format ({', '.join(old)}: pickled module "
+                            f"or joblib files), which is no longer read because loading it runs pickle; "
+                            f"train the run again with this version (it saves {name}/model.json + weights.pt)")
+        raise DataError(f"run {run_id} has no saved model ({name}/model.json)")
+    folder = download_artifact(run_id, name)
+    description = json.loads((folder / "model.json").read_text())
+    if description.get("format") != MODEL_FORMAT or description.get("version") != MODEL_FORMAT_VERSION:
+        raise DataError(f"run {run_id}: {name}/model.json has format {description.get('format')!r} version "
+                        f"{description.get('version')!r}; this version reads {MODEL_FORMAT!r} version "
+                        f"{MODEL_FORMAT_VERSION}")
+    state = None
+    if (folder / "weights.pt").exists():
+        import torch
 
-
-def load_torch_model(run_id: str, name: str = "model", map_location: Any = "cpu") -> Any:
-    """The torch module logged by `log_torch_model` in a run; DataError when there is none."""
-    import mlflow.pytorch
-
-    connect()
-    try:
-        return mlflow.pytorch.load_model(f"runs:/{run_id}/{name}", map_location=map_location)
-    except mlflow.exceptions.MlflowException as exc:
-        raise DataError(f"run {run_id} has no logged model {name!r} ({str(exc).splitlines()[0][:200]})") from None
+        try:
+            state = torch.load(folder / "weights.pt", map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise DataError(f"run {run_id}: {name}/weights.pt is not a plain state dict (loading it with "
+                            f"weights_only=True failed: {str(exc).splitlines()[0][:200]})") from None
+    arrays: dict[str, Any] = {}
+    if (folder / "arrays.npz").exists():
+        try:
+            with np.load(folder / "arrays.npz", allow_pickle=False) as data:
+                arrays = {key: data[key] for key in data.files}
+        except ValueError as exc:
+            raise DataError(f"run {run_id}: {name}/arrays.npz holds objects that need pickle ({exc})") from None
+    return description, state, arrays
 
 
 def tag_run(run_id: str, tags: Mapping[str, Any]) -> None:

@@ -1,12 +1,16 @@
-"""Helpers for the study and dashboard tests: tiny datasets, worker processes, a throwaway PostgreSQL.
+"""Helpers for the study, dashboard and server tests: tiny datasets, worker processes, a
+throwaway PostgreSQL, a real `mlflow server`.
 
 Datasets come from `fixtures_cluster.make_blob_dataset` (noisy copies of a known number of
 prototypes). Workers are real `python -m nscnet study` processes; PostgreSQL is Debian's
-server started as user postgres in a temporary folder and stopped at teardown.
+server started as user postgres in a temporary folder and stopped at teardown, with two
+databases (`studies` for Optuna, `mlflow` for an MLflow backend store: `database(url, name)`);
+`mlflow_server` runs `mlflow server` on a free loopback port.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -14,7 +18,9 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -73,11 +79,46 @@ def postgres():
     as_postgres(str(bin_dir / "pg_ctl"), "-D", str(folder), "-w", "-l", str(folder / "server.log"),
                 "-o", f"-p {port} -k {folder} -c listen_addresses=127.0.0.1", "start")
     try:
-        as_postgres(str(bin_dir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "studies")
+        for name in ("studies", "mlflow"):
+            as_postgres(str(bin_dir / "createdb"), "-h", "127.0.0.1", "-p", str(port), name)
         yield f"postgresql://postgres:pw-s3cret-9731@127.0.0.1:{port}/studies"
     finally:
         as_postgres(str(bin_dir / "pg_ctl"), "-D", str(folder), "-m", "fast", "-w", "stop")
         shutil.rmtree(base, ignore_errors=True)
+
+
+def database(url: str, name: str) -> str:
+    """The URL of another database on the same server."""
+    return url.rsplit("/", 1)[0] + "/" + name
+
+
+@contextlib.contextmanager
+def mlflow_server(backend: str, artifacts: Path, log: Path, *, timeout_s: float = 120) -> Iterator[str]:
+    """`mlflow server` (one worker, job execution off) on a free 127.0.0.1 port with this
+    backend store and `--serve-artifacts` into `artifacts`; yields its URL, stops it after."""
+    port = free_port()
+    env = dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false", MLFLOW_DISABLE_TELEMETRY="true")
+    env.pop("MLFLOW_TRACKING_URI", None)
+    with open(log, "wb") as out:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "mlflow", "server", "--workers", "1", "--host", "127.0.0.1", "--port", str(port),
+             "--backend-store-uri", backend, "--serve-artifacts", "--artifacts-destination", str(artifacts)],
+            env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                urllib.request.urlopen(f"{url}/health", timeout=2)
+                break
+            except OSError:
+                if time.monotonic() > deadline or server.poll() is not None:
+                    pytest.fail(f"mlflow server did not start: {log.read_text()[-2000:]}")
+                time.sleep(1)
+        yield url
+    finally:
+        os.killpg(server.pid, 15)
+        server.wait(timeout=30)
 
 
 def wait_all(processes: list[subprocess.Popen], timeout_s: float = 150) -> None:

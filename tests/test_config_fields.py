@@ -122,7 +122,7 @@ def vaenet_runs(place, reads):
 
 
 def nscnet_runs(place, reads):
-    net = dict(backbone="small_cnn", embedding_dim=16, log_model=False, freq_mask=2, **CLUSTER, **TORCH)
+    net = dict(backbone="small_cnn", embedding_dim=16, freq_mask=2, **CLUSTER, **TORCH)
     place["nscnet"] = run_step("nscnet", reads, data=place["data"], **{**net, "epochs": 2}, arcface=True, k_train=8,
                                keep_head=True, kmeans_warm_start=True, reseed_empty=True, export=False, figures=False)
     run_step("nscnet", reads, data=place["data"], **{**net, "epochs": 0}, pretrain_epochs=1, pretrain_epoch_size=16,

@@ -272,7 +272,7 @@ def images(store):
 
 DEEP = dict(num_workers=0, device="cpu", threads=1, seed=2, truth=True)
 NSC = dict(k=3, epochs=4, epoch_length=1, backbone="small_cnn", embedding_dim=32, pca_dim=8, lr=1e-3, batch_size=12,
-           freq_mask=4, log_model=False, stability_runs=0, **DEEP)
+           freq_mask=4, stability_runs=0, **DEEP)
 VAE = dict(epochs=4, batch_size=12, lr=1e-2, k=3, pca_dim=4, n_reconstructions=2, filters=(4, 8, 8, 16, 16),
            dense_units=32, latent_dim=4, stability_runs=0, **DEEP)
 PRE_TRAIN = dict(k=3, epochs=3, batch_size=12, embedding_dim=16, pca_dim=4, projection_dim=8, stability_runs=0, **DEEP)

@@ -18,12 +18,13 @@ from nscnet.dataset import TorchImages
 from nscnet.models.arcface import make_head
 from nscnet.models.nscnet import build_model, run_nscnet, train_epoch
 from nscnet.models.specaugment import SpecAugment
+from nscnet.models.saved import load_model
 from nscnet.predict import run_predict
 from tests.fixtures_resume import checkpoint_epoch, launch, training_store
 from tests.fixtures_deep import make_dataset
 
 TINY = dict(k=4, epochs=5, epoch_length=2, backbone="small_cnn", embedding_dim=64, pca_dim=16, num_workers=0,
-            lr=1e-3, batch_size=16, freq_mask=4, device="cpu", log_model=False, seed=3, threads=1)
+            lr=1e-3, batch_size=16, freq_mask=4, device="cpu", seed=3, threads=1)
 CLI_TINY = [f"--{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in TINY.items()]
 
 
@@ -63,17 +64,20 @@ def test_separable_types_reach_nmi_truth_and_nmi_prev_is_logged_every_epoch(trai
 def test_final_artifacts_and_model_are_logged(trained, data):
     run_id = trained["run_id"]
     names = set(T.list_artifacts(run_id)) | set(T.list_artifacts(run_id, "figures"))
-    names |= set(T.list_artifacts(run_id, "model_state")) | set(T.list_artifacts(run_id, "predict"))
+    names |= set(T.list_artifacts(run_id, "model"))
     for expected in ("assignments.csv", "embeddings.npy", "audacity", "raven", "cluster_sizes.json",
                      "figures/epochs.html", "figures/lda_2d.html", "figures/cluster_sizes.html",
-                     "model_state/state_dict.pt", "model_state/model.json", "predict/centroids.npy",
-                     "predict/postprocess.joblib", "checkpoint"):
+                     "model/model.json", "model/weights.pt", "model/arrays.npz", "checkpoint"):
         assert expected in names, expected
+    assert not {"model_state", "predict"} & names  # the old formats are gone
     embeddings = np.load(T.download_artifact(run_id, "embeddings.npy"))
     assert embeddings.shape == (64, 64)
     assert len(_assignments(run_id)) == 64
-    state = training.load_checkpoint(T.download_artifact(run_id, "model_state/state_dict.pt"))
-    assert "embedder" in state and "head" in state
+    description, state, arrays = T.load_torch_model(run_id)
+    assert description["network"] == {"kind": "embedder", "backbone": "small_cnn", "embedding_dim": 64,
+                                      "pooling": "max", "input_mode": "repeat"}
+    assert description["assign"]["rule"] == "nearest_centroid" and arrays["centroids"].shape == (4, 16)
+    assert all(isinstance(v, torch.Tensor) for v in state.values()) and "features.0.weight" in state
 
 
 def test_predict_on_the_training_data_reproduces_its_assignments(trained, data, store):
@@ -173,11 +177,10 @@ def test_a_run_killed_during_epoch_3_of_5_and_resumed_ends_like_an_uninterrupted
 @pytest.mark.slow
 def test_efficientnet_b0_one_channel_stem_trains_and_logs_a_loadable_model(store, data):
     cfg = NscnetConfig(data=str(data), **{**TINY, "backbone": "efficientnet_b0", "embedding_dim": 32,
-                                          "input_mode": "adapt", "epochs": 1, "epoch_length": 1,
-                                          "log_model": True})
+                                          "input_mode": "adapt", "epochs": 1, "epoch_length": 1})
     result = run_nscnet(cfg)
     assert result["epochs_trained"] == 1 and np.isfinite(T.metric_history(result["run_id"], "train_loss")[0][1])
-    model = T.load_torch_model(result["run_id"], "model")
+    model = load_model(result["run_id"]).network()
     images = torch.from_numpy(np.load(data / "spectrograms.npy")[:2].astype(np.float32))[:, None]
     embeddings = np.load(T.download_artifact(result["run_id"], "embeddings.npy"))[:2]
     with torch.no_grad():

@@ -18,7 +18,7 @@ from nscnet.selection import best_criterion, rank_correlations, resample_stabili
 from tests.fixtures_deep import make_dataset, one_torch_thread  # noqa: F401 (fixture)
 
 TINY = dict(k=4, epochs=2, backbone="small_cnn", embedding_dim=32, pca_dim=8, num_workers=0, lr=1e-3,
-            batch_size=16, freq_mask=4, device="cpu", log_model=False, seed=1, threads=1, truth=True,
+            batch_size=16, freq_mask=4, device="cpu", seed=1, threads=1, truth=True,
             stability_runs=2)
 
 
@@ -136,14 +136,27 @@ def test_pretraining_lowers_its_loss_and_nscnet_starts_from_it(tracking, data):
     assert len(losses) == 4 and losses[-1] < losses[0]
     assert metrics["nmi_truth"] > 0.3 and metrics["silhouette"] is not None
     run_id = metrics["run_id"]
-    deep = NscnetConfig(data=str(data), **{**TINY, "epochs": 1}, pretrained_run=run_id)
+    # the pretrained run carries its network: no network option given, its description is the default
+    network = ("backbone", "embedding_dim")
+    deep = NscnetConfig(data=str(data), **{**{k: v for k, v in TINY.items() if k not in network}, "epochs": 1},
+                        pretrained_run=run_id)
+    assert (deep.backbone, deep.embedding_dim, deep.pooling) == ("", 0, "")  # "from the pretrained run"
     model = build_model(deep)
-    state = torch.load(T.download_artifact(run_id, "pretrained/embedder.pt"), weights_only=True)
+    description, state, _ = T.load_torch_model(run_id)
     assert torch.equal(model.state_dict()["features.0.weight"], state["features.0.weight"])
-    assert json.loads(T.download_artifact(run_id, "pretrained/model.json").read_text())["backbone"] == "small_cnn"
-    assert run_nscnet(deep)["nmi_truth"] > 0.3
-    with pytest.raises(DataError, match="backbone"):
+    assert description["network"]["backbone"] == "small_cnn" and description["step"] == "pretrain"
+    carried = run_nscnet(deep)
+    assert carried["nmi_truth"] > 0.3
+    params = T.get_run(carried["run_id"]).data.params  # resolved before the run: logged as used
+    assert (params["backbone"], params["embedding_dim"], params["pooling"], params["input_mode"]) == (
+        "small_cnn", "32", "max", "repeat")
+    assert T.load_torch_model(carried["run_id"])[0]["network"]["embedding_dim"] == 32
+    # a value the user gives that contradicts the pretrained network is refused, as before
+    with pytest.raises(DataError, match="trained backbone='small_cnn' but this run uses backbone='efficientnet_b0'"):
         build_model(NscnetConfig(**{**TINY, "backbone": "efficientnet_b0"}, pretrained_run=run_id))
+    with pytest.raises(DataError, match="input_mode='repeat' but this run uses input_mode='adapt'"):
+        build_model(NscnetConfig(**TINY, input_mode="adapt", pretrained_run=run_id))
+    assert build_model(NscnetConfig(**{**TINY, "embedding_dim": 16}, pretrained_run=run_id)).spec["embedding_dim"] == 16
     from nscnet.models.pretrain import load_pretrained_encoder
     from nscnet.models.vaenet import build_model as build_vae
 
@@ -162,7 +175,7 @@ def test_vaenet_starts_from_a_pretrained_vae_encoder(tracking, data):
     cfg = VaenetConfig(data=str(data), k=4, epochs=1, batch_size=16, pretrained_run=pre["run_id"], **machinery)
     model = build_vae(cfg, (32, 64))
     load_pretrained_encoder(model, pre["run_id"], cfg)
-    state = torch.load(T.download_artifact(pre["run_id"], "pretrained/embedder.pt"), weights_only=True)
+    state = T.load_torch_model(pre["run_id"])[1]
     for block in range(5):  # every stride-2 convolution and its BatchNorm statistics
         assert torch.equal(model.state_dict()[f"encoder.{block}.0.weight"], state[f"features.{block}.0.weight"])
         assert torch.equal(model.state_dict()[f"encoder.{block}.1.running_mean"],

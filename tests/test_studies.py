@@ -21,7 +21,8 @@ from nscnet.studies import run_study
 from nscnet.studies.space import grid, next_k, params_key, search_space
 from nscnet.studies.storage import mask_password, open_storage
 from nscnet.studies.worker import KEY
-from tests.fixtures_studies import blob_data, postgres, start_worker, wait_all  # noqa: F401 (fixture)
+from tests.fixtures_studies import (blob_data, database, mlflow_server, postgres, start_worker,  # noqa: F401
+                                    wait_all, worker_env)
 
 FAST = "pca_dim=16,export=false,n_init=2"
 
@@ -152,6 +153,48 @@ def test_two_workers_on_postgresql_and_no_password_leaks(tracking, tmp_path, pos
     assert (runs["params.storage"].dropna() == mask_password(postgres)).any()
     for i in range(2):
         assert password not in (tmp_path / f"worker{i}.log").read_text()
+
+
+@pytest.mark.slow
+def test_lab_deployment_mlflow_server_on_postgresql_serves_runs_and_a_study_from_other_processes(
+        tmp_path, postgres, monkeypatch):
+    # docs/studies.md "Several machines": one PostgreSQL with two databases (MLflow's backend
+    # store, Optuna's storage) and one `mlflow server --serve-artifacts`; every client process
+    # knows only the server URL and the Optuna URL
+    import subprocess
+    import sys
+
+    from mlflow.tracking import MlflowClient
+
+    served = tmp_path / "served-artifacts"
+    with mlflow_server(database(postgres, "mlflow"), served, tmp_path / "server.log") as url:
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
+        client_dir = tmp_path / "machine-a"
+        client_dir.mkdir()
+        data = blob_data(tmp_path / "songs", classes=3, per_class=10, seed=4)
+        done = subprocess.run([sys.executable, "-m", "nscnet", "basenet", "--data", str(data), "--k", "3",
+                               "--pca_dim", "8", "--experiment", "lab"], cwd=client_dir, env=worker_env(),
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stdout + done.stderr
+        study = _two_workers(tmp_path, postgres, 4, "lab-2w")  # two more processes, Optuna on PostgreSQL
+        assert not (client_dir / "mlflow.db").exists() and not (tmp_path / "mlflow.db").exists()
+
+        client = MlflowClient(tracking_uri=url)  # everything read back through the server
+        [basenet] = client.search_runs([client.get_experiment_by_name("lab").experiment_id])
+        assert basenet.data.params["k"] == "3" and basenet.data.tags["nscnet.step"] == "basenet"
+        assert basenet.info.status == "FINISHED" and 0 < basenet.data.metrics["silhouette"] <= 1
+        assert basenet.info.artifact_uri.startswith("mlflow-artifacts:")  # proxied, not a path on this machine
+        local = client.download_artifacts(basenet.info.run_id, "assignments.csv", str(tmp_path / "back"))
+        assert len(open(local).read().splitlines()) == 31
+        assert {"model/model.json", "model/arrays.npz"} <= {a.path for a in client.list_artifacts(
+            basenet.info.run_id, "model")}
+        assert any(served.rglob("assignments.csv"))  # stored by the server, where it was told to
+        runs = client.search_runs([client.get_experiment_by_name("nscnet").experiment_id])
+        steps = [r.data.tags.get("nscnet.step") for r in runs]
+        assert steps.count("study") == 2 and steps.count("basenet") >= 4  # two workers, four trials
+        silhouettes = [r.data.metrics.get("silhouette") for r in runs if r.data.tags.get("nscnet.step") == "basenet"]
+        for trial in study.get_trials(states=(TrialState.COMPLETE,)):  # each trial's value is its run's metric
+            assert any(v is not None and abs(v - trial.value) < 1e-9 for v in silhouettes)
 
 
 def test_worker_killed_mid_trial_is_failed_and_retried(tracking, tmp_path):

@@ -5,11 +5,8 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import socket
 import subprocess
-import sys
 import time
-import urllib.request
 
 import plotly.graph_objects as go
 import pytest
@@ -17,12 +14,6 @@ import pytest
 from nscnet import tracking as trk
 from nscnet.config import BasenetConfig, ConfigError, DataError
 from tests.conftest import png_expected, require
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _log_a_run(tmp_path):
@@ -78,26 +69,10 @@ def test_unknown_run_id_is_a_clear_error(tracking):
 
 @pytest.mark.slow
 def test_same_code_logs_through_a_real_mlflow_server(tmp_path, monkeypatch):
-    port = _free_port()
-    env = dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false", MLFLOW_DISABLE_TELEMETRY="true")
-    env.pop("MLFLOW_TRACKING_URI", None)
-    server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--workers", "1", "--host", "127.0.0.1", "--port", str(port),
-         "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
-         "--artifacts-destination", str(tmp_path / "server-artifacts")],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )
-    try:
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.time() + 120
-        while True:
-            try:
-                urllib.request.urlopen(f"{url}/health", timeout=2)
-                break
-            except OSError:
-                if time.time() > deadline or server.poll() is not None:
-                    pytest.fail("mlflow server did not start")
-                time.sleep(1)
+    from tests.fixtures_studies import mlflow_server
+
+    with mlflow_server(f"sqlite:///{tmp_path / 'server.db'}", tmp_path / "server-artifacts",
+                       tmp_path / "server.log") as url:
         work = tmp_path / "client"
         work.mkdir()
         monkeypatch.chdir(work)
@@ -106,9 +81,6 @@ def test_same_code_logs_through_a_real_mlflow_server(tmp_path, monkeypatch):
         _check_run(run_id)
         assert not (work / "mlflow.db").exists()  # nothing went to the local default store
         assert any((tmp_path / "server-artifacts").rglob("note.txt"))  # artifacts went through the server
-    finally:
-        os.killpg(server.pid, 15)
-        server.wait(timeout=30)
 
 
 def test_long_steps_log_system_metrics_and_experiments_open_on_training_runs(tracking, monkeypatch):

@@ -14,7 +14,8 @@ import torch
 from nscnet.config import ConfigError, DataError, VaenetConfig
 from nscnet.models.vae_model import ConvVAE, kl_weight, vae_loss, vae_shapes
 from nscnet.models.vaenet import run_vaenet
-from nscnet.tracking import download_artifact, get_run, list_artifacts, load_torch_model, metric_history
+from nscnet.models.saved import load_model
+from nscnet.tracking import download_artifact, get_run, list_artifacts, metric_history
 from tests.conftest import png_expected
 from tests.fixtures_deep import one_torch_thread  # noqa: F401 (fixture)
 from tests.fixtures_resume import checkpoint_epoch, launch, training_store
@@ -156,7 +157,7 @@ def test_latent_means_cluster_the_types_and_everything_is_logged(trained, data):
     assert embeddings.shape == (64, 8)
     assignments = pd.read_csv(download_artifact(run_id, "assignments.csv"))
     assert len(assignments) == 64 and set(assignments["cluster"]) <= {0, 1, 2}
-    model = load_torch_model(run_id).eval()  # the logged model encodes to the logged embeddings
+    model = load_model(run_id).network()  # the logged model encodes to the logged embeddings
     images = torch.from_numpy(np.load(data / "spectrograms.npy").astype(np.float32)).unsqueeze(1)
     with torch.no_grad():
         np.testing.assert_allclose(model.encode(images)[0].numpy(), embeddings, rtol=1e-4, atol=1e-4)

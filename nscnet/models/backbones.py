@@ -75,7 +75,13 @@ class Embedder(nn.Module):
         super().__init__()
         if backbone not in BACKBONES:
             raise ConfigError(f"backbone={backbone!r} is not one of {', '.join(sorted(BACKBONES))}")
+        if pooling not in ("max", "avg") or input_mode not in ("repeat", "adapt"):
+            raise ConfigError(f"pooling={pooling!r} / input_mode={input_mode!r}: pooling is max or avg, "
+                              "input_mode repeat or adapt")
         self.input_mode = input_mode
+        # what rebuilds it (nscnet.models.saved.build_network)
+        self.spec = {"kind": "embedder", "backbone": backbone, "embedding_dim": int(embedding_dim),
+                     "pooling": pooling, "input_mode": input_mode}
         self.features, width = BACKBONES[backbone](1 if input_mode == "adapt" else 3)
         self.pool = nn.AdaptiveMaxPool2d(1) if pooling == "max" else nn.AdaptiveAvgPool2d(1)
         self.embed = nn.Sequential(nn.Flatten(), nn.Linear(width, embedding_dim), nn.LeakyReLU(0.01))

@@ -10,9 +10,10 @@ clusters.
 PCA(d) of features that already are a PCA(d) projection is a rotation, so whitening after it
 is exactly the whitening of the single pipeline of DESIGN.md (standardize, PCA, whiten, L2).
 
-A run that computed its own features logs the fitted pipeline from flattened pixels to the
-clustered space (PCA or PCA + UMAP, then the post-processing) and the k-means centroids under
-`predict/`, for `nscnet predict`; a run given cached features (a study trial) cannot predict.
+A run that computed its own features logs its model (`model/`, `nscnet.models.saved`): the
+fitted chain from flattened pixels to the clustered space (PCA or PCA + UMAP, then the
+post-processing) and the final clustering, for `nscnet predict`; a run given cached features
+(a study trial) logs none and cannot predict.
 """
 
 from __future__ import annotations
@@ -22,8 +23,6 @@ import time
 from typing import Any
 
 import numpy as np
-
-from sklearn.pipeline import Pipeline
 
 from nscnet import tracking
 from nscnet.config import BasenetConfig, DataError, replace
@@ -48,20 +47,16 @@ def compute_features(cfg: BasenetConfig, dataset: Dataset) -> np.ndarray:
     return fit_features(cfg, dataset)[0]
 
 
-def fit_features(cfg: BasenetConfig, dataset: Dataset) -> tuple[np.ndarray, Pipeline]:
-    """(`compute_features` output (N, d), the fitted pipeline from flattened images (N, H*W) to it)."""
+def fit_features(cfg: BasenetConfig, dataset: Dataset) -> tuple[np.ndarray, list[Any]]:
+    """(`compute_features` output (N, d), the fitted steps from flattened images (N, H*W) to it)."""
+    from nscnet.reduction import umap_fit
+
     flat = dataset.flat()
     reduced, notes = postprocess(flat, replace(cfg, whiten=False, l2=False))
     if cfg.reducer == "pca":
-        return reduced, notes["pipeline"]
-    import umap  # heavy import (numba): only when asked for
-
-    n_neighbors = min(cfg.umap_neighbors, len(reduced) - 1)
-    n_components = min(cfg.umap_dim, len(reduced) - 2) if len(reduced) > 3 else 1
-    reducer = umap.UMAP(n_components=max(n_components, 1), n_neighbors=max(n_neighbors, 2),
-                        min_dist=cfg.umap_min_dist, random_state=cfg.seed, n_jobs=1)
-    features = np.asarray(reducer.fit_transform(reduced), dtype=np.float32)
-    return features, Pipeline([("pixels", notes["pipeline"]), ("umap", reducer)])
+        return reduced, [notes["pipeline"]]
+    features, reducer = umap_fit(reduced, cfg)
+    return features, [notes["pipeline"], reducer]
 
 
 def evaluation_params(cfg: BasenetConfig) -> BasenetConfig:
@@ -82,16 +77,16 @@ def run_basenet(cfg: BasenetConfig, *, features: np.ndarray | None = None) -> di
         if cfg.truth:
             dataset.truth()  # no labels: fail before the expensive part
         tracking.log_params({"n_segments": len(dataset), "image_shape": "x".join(map(str, dataset.image_shape))})
-        pipeline = None  # unknown for cached features: such a run cannot predict
+        chain = None  # unknown for cached features: such a run cannot predict
         if features is None:
             started = time.perf_counter()
-            features, pipeline = fit_features(cfg, dataset)
+            features, chain = fit_features(cfg, dataset)
             seconds = time.perf_counter() - started
             tracking.log_metrics({"feature_seconds": seconds, "segments_per_second": len(dataset) / max(seconds, 1e-9)})
         elif len(features) != len(dataset):
             raise DataError(f"features have {len(features)} rows but {cfg.data} holds {len(dataset)} segments")
-        metrics = evaluate_and_log(features, dataset, evaluation_params(cfg), log_predict=pipeline is not None,
-                                   feature_pipeline=pipeline)
+        metrics = evaluate_and_log(features, dataset, evaluation_params(cfg),
+                                   save_model="basenet" if chain is not None else "", feature_chain=chain or ())
         metrics["run_id"] = run.info.run_id
     shown = {k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items() if v is not None}
     print("basenet:", ", ".join(f"{k}={v}" for k, v in shown.items()))

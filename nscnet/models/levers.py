@@ -113,12 +113,9 @@ def needs_final_clustering(cfg: NscnetConfig) -> bool:
 
 def umap_reduce(x: np.ndarray, cfg: Any) -> np.ndarray:
     """UMAP (umap_dim, umap_neighbors, umap_min_dist, seed of cfg) of x (N, d) -> (N, umap_dim) float32."""
-    import umap  # heavy import (numba): only when asked for
+    from nscnet.reduction import umap_fit
 
-    n = len(x)
-    reducer = umap.UMAP(n_components=max(1, min(cfg.umap_dim, n - 2)), n_neighbors=max(2, min(cfg.umap_neighbors, n - 1)),
-                        min_dist=cfg.umap_min_dist, random_state=cfg.seed, n_jobs=1)
-    return np.asarray(reducer.fit_transform(x), dtype=np.float32)
+    return umap_fit(x, cfg)[0]
 
 
 def final_clustering(features: np.ndarray, cfg: NscnetConfig) -> tuple[np.ndarray, ClusterResult, Any]:
@@ -127,13 +124,23 @@ def final_clustering(features: np.ndarray, cfg: NscnetConfig) -> tuple[np.ndarra
     The training post-processing (PCA, whitening, L2) first; with final_reducer=umap, UMAP to
     umap_dim dimensions after it (Sainburg et al. 2020); then final_algorithm.
     """
+    return fit_final_clustering(features, cfg)[:3]
+
+
+def fit_final_clustering(features: np.ndarray, cfg: NscnetConfig) -> tuple[np.ndarray, ClusterResult, Any, list]:
+    """`final_clustering` and the fitted steps from the embeddings to the clustered space
+    (post-processing, then `nscnet.reduction.Umap` with final_reducer=umap)."""
+    from nscnet.reduction import umap_fit
+
     params = replace(cfg, algorithm=cfg.final_algorithm, k_train=0)
-    processed, _ = postprocess(features, params)
+    processed, notes = postprocess(features, params)
+    chain = [notes["pipeline"]]
     if cfg.final_reducer == "umap":
-        processed = umap_reduce(processed, cfg)
+        processed, reducer = umap_fit(processed, cfg)
+        chain.append(reducer)
     result = fit_clusters(processed, params)
     keep = result.labels >= 0  # all noise (fit_clusters warns): no cluster, no centroid
     if keep.any() and result.centroids is None:  # the mean of every cluster
         k = int(result.labels.max()) + 1
         result = dataclasses.replace(result, centroids=label_centroids(processed[keep], result.labels[keep], k))
-    return processed, result, params
+    return processed, result, params, chain

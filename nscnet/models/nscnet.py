@@ -14,11 +14,8 @@ A checkpoint after every epoch lets `--resume <run id>` continue a killed run ex
 
 from __future__ import annotations
 
-import json
 import logging
-import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -27,12 +24,13 @@ import torch.nn.functional as F
 from sklearn.metrics import normalized_mutual_info_score
 
 from nscnet import plots, tracking, training
-from nscnet.config import ConfigError, DataError, NscnetConfig
+from nscnet.config import NETWORK_DEFAULTS, ConfigError, DataError, NscnetConfig, replace, with_network_defaults
 from nscnet.dataset import Dataset, TorchImages, read_dataset
-from nscnet.evaluate import add_stability, log_exports, log_figures, log_predict_state, score
+from nscnet.evaluate import add_stability, log_exports, log_figures, score
 from nscnet.models import levers
 from nscnet.models.arcface import make_head
 from nscnet.models.backbones import Embedder, load_backbone_weights
+from nscnet.models.saved import log_model
 from nscnet.models.sampler import ClusterUniformSampler
 from nscnet.models.specaugment import SpecAugment
 from nscnet.postprocess import build_postprocess
@@ -40,13 +38,18 @@ from nscnet.postprocess import build_postprocess
 log = logging.getLogger(__name__)
 
 STEP = "nscnet"
-MODEL_DIR = "model_state"  # artifact folder: state_dict.pt + model.json (predict reads these)
 
 
 # --------------------------------------------------------------------------- model pieces
 
 def build_model(cfg: NscnetConfig) -> Embedder:
-    """The embedding network of `cfg` (backbone, pooling, embedding_dim, input_mode)."""
+    """The embedding network of `cfg` (backbone, pooling, embedding_dim, input_mode; those left
+    empty from the pretrained_run's network, else NETWORK_DEFAULTS)."""
+    if cfg.pretrained_run and any(getattr(cfg, name) in ("", 0) for name in NETWORK_DEFAULTS):
+        from nscnet.models.pretrain import pretrained_network
+
+        cfg = resolve_network(cfg, pretrained_network(cfg.pretrained_run))
+    cfg = with_network_defaults(cfg)
     model = Embedder(cfg.backbone, embedding_dim=cfg.embedding_dim, pooling=cfg.pooling, input_mode=cfg.input_mode)
     if cfg.pretrained_weights:
         load_backbone_weights(model, cfg.pretrained_weights)
@@ -57,11 +60,15 @@ def build_model(cfg: NscnetConfig) -> Embedder:
     return model
 
 
-def model_description(cfg: NscnetConfig, image_shape: tuple[int, int]) -> dict[str, Any]:
-    """What `predict` needs to rebuild the network and check its input."""
-    return {"backbone": cfg.backbone, "embedding_dim": cfg.embedding_dim, "pooling": cfg.pooling,
-            "input_mode": cfg.input_mode, "image_shape": list(image_shape), "k": cfg.k,
-            "head": "arcface" if cfg.arcface else "softmax"}
+def resolve_network(cfg: NscnetConfig, pretrained: dict[str, Any]) -> NscnetConfig:
+    """cfg with the network fields it leaves empty ("" / 0) taken from the pretrained run's
+    network description `pretrained` (`pretrain.pretrained_network`); the fields the user gave
+    stay, and `load_pretrained` refuses those that contradict the pretrained network."""
+    empty = {name: pretrained[name] for name in NETWORK_DEFAULTS if getattr(cfg, name) in ("", 0)}
+    if empty:
+        log.info("pretrained_run %s: network %s from its description", cfg.pretrained_run,
+                 ", ".join(f"{k}={v}" for k, v in empty.items()))
+    return replace(cfg, **empty) if empty else cfg
 
 
 def prepare_model(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
@@ -164,8 +171,19 @@ def run_nscnet(cfg: NscnetConfig) -> dict[str, Any]:
     if cfg.resume:  # the run's own config, except what may change on resume
         cfg = training.resume_config(cfg.resume, STEP, NscnetConfig, resume=cfg.resume, device=cfg.device,
                                      amp=cfg.amp, num_workers=cfg.num_workers, threads=cfg.threads)
+    pretrained = None
+    if cfg.pretrained_run and not cfg.resume:  # a resumed run has its network in its config and checkpoint
+        from nscnet.models.pretrain import pretrained_network
+
+        pretrained = pretrained_network(cfg.pretrained_run)
+        cfg = resolve_network(cfg, pretrained)
+    cfg = with_network_defaults(cfg)  # what is still empty: the built-in network
     k_train = levers.training_k(cfg)
     dataset = read_dataset(cfg.data)
+    if pretrained is not None and tuple(pretrained["image_shape"]) != tuple(dataset.image_shape):
+        log.warning("pretrained_run %s was trained on %s images, %s holds %s: the network runs on any size, but "
+                    "its features were learned at the other", cfg.pretrained_run,
+                    "x".join(map(str, pretrained["image_shape"])), cfg.data, "x".join(map(str, dataset.image_shape)))
     check_inputs(cfg, dataset)
     truth = dataset.truth() if cfg.truth else None  # scoring only, never for training
     device = training.choose_device(cfg.device)
@@ -266,8 +284,9 @@ def run_nscnet(cfg: NscnetConfig) -> dict[str, Any]:
                                "sizes": {str(k): v for k, v in sizes_history.items()},
                                "image_shape": list(dataset.image_shape)})
 
+        chain = None  # the fitted steps from the embeddings to the final clustered space
         if levers.needs_final_clustering(cfg):  # final clustering at k, by final_reducer / final_algorithm
-            processed, result, final_params = levers.final_clustering(features, cfg)
+            processed, result, final_params, chain = levers.fit_final_clustering(features, cfg)
             pseudo_labels = result.labels
             metrics = score(processed, result, final_params, truth)
             if (pseudo_labels >= 0).any():
@@ -277,8 +296,8 @@ def run_nscnet(cfg: NscnetConfig) -> dict[str, Any]:
             final_params = cfg
         add_stability(processed, result, final_params, metrics, step=epoch)
         final = dict(metrics)
-        log_results(cfg, dataset, model, head, features, processed, pseudo_labels, result.centroids, truth,
-                    sizes_history, run.info.run_id)
+        log_results(cfg, dataset, model, features, processed, pseudo_labels, result.centroids, truth,
+                    sizes_history, run.info.run_id, chain=chain, algorithm=final_params.algorithm)
         final.update(epochs_trained=epoch, run_id=run.info.run_id)
         tracking.log_metrics({"epochs_trained": epoch})
     shown = {k: round(v, 4) if isinstance(v, float) else v for k, v in final.items() if v is not None}
@@ -286,10 +305,10 @@ def run_nscnet(cfg: NscnetConfig) -> dict[str, Any]:
     return final
 
 
-def log_results(cfg: NscnetConfig, dataset: Dataset, model: torch.nn.Module, head: torch.nn.Module | None,
-                features: np.ndarray, processed: np.ndarray, labels: np.ndarray, centroids: np.ndarray,
-                truth: np.ndarray | None, sizes_history: dict, run_id: str) -> None:
-    """Figures, exports, the model, and what `predict` needs, logged to the active run."""
+def log_results(cfg: NscnetConfig, dataset: Dataset, model: torch.nn.Module, features: np.ndarray,
+                processed: np.ndarray, labels: np.ndarray, centroids: np.ndarray | None, truth: np.ndarray | None,
+                sizes_history: dict, run_id: str, *, chain: list | None, algorithm: str) -> None:
+    """Figures, exports, and the model (`model/`: network, fitted chain, final clustering) of the active run."""
     if cfg.figures:
         log_figures(processed, labels, truth, seed=cfg.seed)
     if cfg.export:
@@ -301,23 +320,11 @@ def log_results(cfg: NscnetConfig, dataset: Dataset, model: torch.nn.Module, hea
     tracking.log_figure(plots.metric_curve(steps, {n: [c.get(s) for s in steps] for n, c in curves.items()},
                                            "epoch", "NSCNet over epochs"), "epochs")
     tracking.log_dict({str(k): v for k, v in sorted(sizes_history.items())}, "cluster_sizes.json")
-    with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
-        # the post-processing refitted on the final features is the same pipeline (same seed)
+    if chain is None:  # the last epoch's post-processing, refitted on the final features (same seed: the same)
         pipeline, _ = build_postprocess(normalize=cfg.normalize, pca_dim=cfg.pca_dim, whiten=cfg.whiten, l2=cfg.l2,
                                         seed=cfg.seed, n_samples=len(features), n_features=features.shape[1])
-        # k-means centroids in the post-processed space are what predict uses; a UMAP or density
-        # final clustering (levers) has none there, and predict refuses such a run clearly
-        nearest = cfg.final_reducer == "pca" and cfg.final_algorithm == "kmeans"
-        algorithm = cfg.final_algorithm if cfg.final_reducer == "pca" else f"umap+{cfg.final_algorithm}"
-        log_predict_state(pipeline.fit(features), centroids if nearest else None, dataset.image_shape,
-                          algorithm=algorithm)
-        cpu_model = model.to("cpu").to(memory_format=torch.contiguous_format).eval()
-        heads = {} if head is None else {"head": head.to("cpu").state_dict()}  # head of the last trained epoch
-        torch.save({"embedder": cpu_model.state_dict(), **heads}, tmp / "state_dict.pt")
-        (tmp / "model.json").write_text(json.dumps(model_description(cfg, dataset.image_shape), indent=2))
-        tracking.log_artifact(tmp / "state_dict.pt", MODEL_DIR)
-        tracking.log_artifact(tmp / "model.json", MODEL_DIR)
-    if cfg.log_model:
-        example = np.asarray(dataset.images[:2], dtype=np.float32)[:, None]  # (2, 1, H, W)
-        tracking.log_torch_model(cpu_model, "model", input_example=example)
+        chain = [pipeline.fit(features)]
+    cpu_model = model.to("cpu").to(memory_format=torch.contiguous_format).eval()
+    log_model(STEP, dataset.image_shape, network=cpu_model, chain=chain, labels=labels, processed=processed,
+              centroids=centroids, algorithm=algorithm,
+              extra={"k": cfg.k, "head": "arcface" if cfg.arcface else "softmax", "amp": cfg.amp})

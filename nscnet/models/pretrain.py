@@ -5,10 +5,11 @@ shift, edge masks, gain, Gaussian noise, then SpecAugment masks); the embedding 
 (`nscnet.models.backbones.Embedder`) plus a small projection head maps both views, and the
 NT-Xent loss (`nt_xent`) pulls the two views of an image together and pushes the other
 2B - 2 away. No label is read. After training, the embeddings of every segment are clustered
-and scored like any model's (`nscnet.evaluate.evaluate_and_log`), and the embedding network's
-state dict is logged as `pretrained/embedder.pt` (+ `pretrained/model.json`); NSCNet starts
-from it with `--pretrained_run <run id>` (`load_pretrained`), VAENet from a run of the
-`vae_encoder` backbone (`load_pretrained_encoder`). NSCNet's `pretrain_epochs` runs
+and scored like any model's (`nscnet.evaluate.evaluate_and_log`), and the embedding network is
+logged with that clustering as the run's model (`model/`, `nscnet.models.saved`); NSCNet starts
+from it with `--pretrained_run <run id>` (`load_pretrained`; the network's description gives
+NSCNet's network defaults, `pretrained_network`), VAENet from a run of the `vae_encoder`
+backbone (`load_pretrained_encoder`). NSCNet's `pretrain_epochs` runs
 `contrastive_training` inside its own run.
 
 Mixed precision (`amp`) applies on CUDA (`nscnet.training.Precision`); a run killed at any
@@ -21,11 +22,8 @@ replayed.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
-import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -37,15 +35,14 @@ from nscnet import tracking, training
 from nscnet.config import DataError, Machine, Network, PretrainConfig, replace
 from nscnet.dataset import TorchImages, read_dataset
 from nscnet.evaluate import evaluate_and_log
-from nscnet.models import levers
 from nscnet.models.backbones import Embedder
 from nscnet.models.specaugment import SpecAugment, scaled
 from nscnet.postprocess import postprocess
+from nscnet.reduction import umap_fit
 
 log = logging.getLogger(__name__)
 
 STEP = "pretrain"
-ARTIFACT_DIR = "pretrained"
 
 
 def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -215,30 +212,20 @@ def run_pretrain(cfg: PretrainConfig) -> dict[str, Any]:
         losses = contrastive_training(model, cfg, images, device, checkpointer=training.Checkpointer(run.info.run_id),
                                       state=state, image_shape=dataset.image_shape)
         features = extract(model, images, 2 * cfg.batch_size, device)
+        model = model.to("cpu").eval()
         if cfg.reducer == "umap":  # post-processing, then UMAP, then the clustering (nothing more on top)
-            reduced = levers.umap_reduce(postprocess(features, cfg)[0], cfg)
+            processed, notes = postprocess(features, cfg)
+            reduced, reducer = umap_fit(processed, cfg)
             metrics = evaluate_and_log(reduced, dataset, replace(cfg, normalize=False, pca_dim=0, whiten=False, l2=False),
-                                       embeddings=features)
+                                       embeddings=features, save_model=STEP, network=model,
+                                       feature_chain=[notes["pipeline"], reducer], model_extra={"amp": False})
         else:
-            metrics = evaluate_and_log(features, dataset, cfg)
-        save_pretrained(model, cfg, dataset.image_shape)
+            metrics = evaluate_and_log(features, dataset, cfg, save_model=STEP, network=model, model_extra={"amp": False})
         metrics.update(train_loss=losses[-1] if losses else None, first_loss=losses[0] if losses else None,
                        run_id=run.info.run_id)
     shown = {k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items() if v is not None}
     print("pretrain:", ", ".join(f"{k}={v}" for k, v in shown.items()))
     return metrics
-
-
-def save_pretrained(model: Embedder, cfg: PretrainConfig, image_shape: tuple[int, int]) -> None:
-    """Log the embedding network's state dict and its description under `pretrained/`."""
-    with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
-        torch.save(model.to("cpu").state_dict(), tmp / "embedder.pt")
-        description = {"backbone": cfg.backbone, "embedding_dim": cfg.embedding_dim, "pooling": cfg.pooling,
-                       "input_mode": cfg.input_mode, "image_shape": list(image_shape)}
-        (tmp / "model.json").write_text(json.dumps(description, indent=2))
-        tracking.log_artifact(tmp / "embedder.pt", ARTIFACT_DIR)
-        tracking.log_artifact(tmp / "model.json", ARTIFACT_DIR)
 
 
 def load_pretrained(model: Embedder, run_id: str, cfg: Any) -> None:
@@ -259,15 +246,32 @@ def load_pretrained(model: Embedder, run_id: str, cfg: Any) -> None:
     model.load_state_dict(state, strict=False)
 
 
-def _pretrained(run_id: str) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    """(model.json, state dict) of a `pretrain` run; DataError when the run has none."""
+def pretrained_network(run_id: str) -> dict[str, Any]:
+    """The description of a pretrained run's embedding network: backbone, embedding_dim,
+    pooling, input_mode and the image_shape it was trained on (NSCNet's defaults with
+    `pretrained_run`)."""
+    saved = _saved(run_id)
+    return {**saved.description["network"], "image_shape": list(saved.image_shape)}
+
+
+def _saved(run_id: str) -> Any:
+    from nscnet.models.saved import load_model
+
     try:
-        description = json.loads(Path(tracking.download_artifact(run_id, f"{ARTIFACT_DIR}/model.json")).read_text())
-        path = tracking.download_artifact(run_id, f"{ARTIFACT_DIR}/embedder.pt")
-    except Exception as exc:  # no such run, or not a pretrain run
-        raise DataError(f"pretrained_run={run_id!r}: no pretrained network in that run "
-                        f"({str(exc).splitlines()[0][:150]})") from None
-    return description, torch.load(path, map_location="cpu", weights_only=True)
+        saved = load_model(run_id)
+    except DataError as exc:  # no such run, no model, an old format
+        raise DataError(f"pretrained_run={run_id!r}: {exc}") from None
+    network = saved.description.get("network") or {}
+    if network.get("kind") != "embedder" or saved.weights is None:
+        raise DataError(f"pretrained_run={run_id!r}: that run ({saved.description.get('step')}) saved no "
+                        "embedding network; give the id of a `nscnet pretrain` run")
+    return saved
+
+
+def _pretrained(run_id: str) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """(network description, state dict) of a `pretrain` run; DataError when the run has none."""
+    saved = _saved(run_id)
+    return saved.description["network"], saved.weights
 
 
 def load_pretrained_encoder(model: nn.Module, run_id: str, cfg: Any) -> None:

@@ -106,6 +106,9 @@ class ConvVAE(nn.Module):
             raise ValueError(f"filters={filters!r} must give five widths, one per stride-2 convolution")
         self.image_shape = (int(image_shape[0]), int(image_shape[1]))
         self.latent_dim = latent_dim
+        # what rebuilds it (nscnet.models.saved.build_network)
+        self.spec = {"kind": "conv_vae", "image_shape": list(self.image_shape), "latent_dim": int(latent_dim),
+                     "filters": [int(f) for f in filters], "dense_units": int(dense_units), "residual": bool(residual)}
         self.shapes = vae_shapes(*self.image_shape)
         widths = (1, *filters)
         bottleneck_channels = filters[-1]

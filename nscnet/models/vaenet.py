@@ -9,7 +9,8 @@ NSCNet); post-processing, clustering, metrics, figures and exports from `nscnet.
                     recon_loss, kl_loss, train_loss, val_loss -> reconstruction figure ->
                     checkpoint -> early stopping on val_loss
     then: latent means of every segment -> post-processing -> clustering -> metrics, exports,
-          the model and `predict/` (fitted post-processing + centroids) for `nscnet predict`
+          the model (`model/`: the VAE, the fitted post-processing, the final clustering) for
+          `nscnet predict` (`nscnet.models.saved`)
 
 A run killed at any point continues with `--resume <run id>` from its last finished epoch;
 with a fixed seed on CPU it ends with the same model and assignments as an uninterrupted run,
@@ -27,7 +28,6 @@ import numpy as np
 import torch
 from torch.utils.data import Sampler
 
-import nscnet
 from nscnet import tracking
 from nscnet.config import DataError, VaenetConfig
 from nscnet.dataset import TorchImages, read_dataset
@@ -259,10 +259,8 @@ def run_vaenet(cfg: VaenetConfig) -> dict[str, Any]:
         tracking.log_metrics({"segments_per_second": len(features) / max(time.perf_counter() - start, 1e-9),
                               "epochs_trained": epochs_done})
 
-        result = evaluate_and_log(features, dataset, cfg, embeddings=features, log_predict=True)
-        # explicit requirements: MLflow's inference would re-import the model in a subprocess (~9 s)
-        tracking.log_torch_model(model.cpu(), pip_requirements=[f"torch=={torch.__version__.split('+')[0]}",
-                                                                f"nscnet=={nscnet.__version__}"])
+        result = evaluate_and_log(features, dataset, cfg, embeddings=features, save_model=STEP, network=model,
+                                  model_extra={"amp": cfg.amp})
     shown = {k: round(v, 4) if isinstance(v, float) else v for k, v in result.items() if v is not None}
     print(f"vaenet: {epochs_done} epochs, " + ", ".join(f"{k}={v}" for k, v in shown.items()))
     return {"run_id": run.info.run_id, "epochs_trained": epochs_done, **result}

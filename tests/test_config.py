@@ -56,7 +56,8 @@ def test_bad_values_raise_config_error_naming_the_value(cls, changes, word):
 def test_steps_are_made_of_groups_and_defaults_change_without_declaring_fields_again():
     cfg = C.PretrainConfig(backbone="vae_encoder", embedding_dim=32)
     assert cfg.group(C.Network) == C.Network(backbone="vae_encoder", embedding_dim=32)
-    assert C.PretrainConfig().backbone == "small_cnn" and C.NscnetConfig().backbone == "efficientnet_b0"
+    assert C.PretrainConfig().backbone == "small_cnn" and C.NscnetConfig().backbone == ""  # "": pretrained_run's
+    assert C.with_network_defaults(C.NscnetConfig()).backbone == "efficientnet_b0"
     assert C.VaenetConfig().pca_dim == 0 and C.BasenetConfig().pca_dim == 128
     help_of = {f.name: f.metadata["help"] for f in C.fields(C.PretrainConfig)}
     assert help_of["freq_masks"].endswith("per view") and help_of["projection_dim"]
@@ -66,7 +67,7 @@ def test_steps_are_made_of_groups_and_defaults_change_without_declaring_fields_a
     assert all(group.__bases__ == (C.Group,) for group in groups)
     assert not issubclass(C.PretrainConfig, C.EarlyStop) and not issubclass(C.NscnetConfig, C.Sweep)
     with pytest.raises(C.ConfigError, match="embedding_dim=0"):  # a group's own check runs in every step
-        C.NscnetConfig(embedding_dim=0)
+        C.PretrainConfig(embedding_dim=0)
     with pytest.raises(TypeError, match="no inherited field"):
         C.defaults(nope=1)(type("X", (C.Group,), {}))
 

@@ -55,7 +55,7 @@ def test_html_and_path_like_labels_stay_text_from_track_to_figure(tracking, tmp_
     segments = pd.read_csv(tmp_path / "ds" / "segments.csv", dtype=str)
     assert sorted(segments["label"]) == sorted(lines)  # kept verbatim, as text
     assert main(["basenet", "--data", str(tmp_path / "ds"), "--k", "2", "--pca_dim", "4", "--truth", "true"]) == 0
-    run_id = next(line.split("=", 1)[1] for line in capsys.readouterr().out.splitlines() if line.startswith("run_id="))
+    run_id = [line.split("=", 1)[1] for line in capsys.readouterr().out.splitlines() if line.startswith("run_id=")][-1]
     page = trk.download_artifact(run_id, "figures/contingency.html", tmp_path / "dl").read_text()
     assert HTML_LABEL not in page and "<img src=x" not in page  # never unescaped into the page
     assert "\\u003cscript\\u003ealert(1)\\u003c\\u002fscript\\u003e" in page  # but there, as JSON text

@@ -249,18 +249,24 @@ def ensure_viewer(mlflow_url: str, logins: Logins) -> None:
 
 def reach_line(cfg: UiConfig, logins: Logins | None) -> str:
     """One line: who can reach the two servers, and what they may do there."""
+    if cfg.loopback:
+        where = "this machine only"
+    elif cfg.host in ALL_INTERFACES:
+        where = "every network this machine is on"
+    else:
+        where = f"the network of {cfg.host}"
     if logins is not None:
-        where = "this machine only" if cfg.loopback else f"anyone who can reach {cfg.host}"
-        line = (f"Access: MLflow UI open to {where}, with a login ({VIEWER}: read only; {ADMIN}: change and "
-                f"delete; passwords in {logins.credentials}); the Optuna dashboard has no login and listens on "
-                f"{dashboard_host(cfg)} only")
+        line = (f"Access: MLflow UI reachable from {where}, login required ({VIEWER} reads; {ADMIN} also changes "
+                f"and deletes; passwords in {logins.credentials}); the Optuna dashboard has no login and listens "
+                f"on {dashboard_host(cfg)} only")
+        if not cfg.loopback:
+            line += f" (colleagues: ssh -L {cfg.dashboard_port}:127.0.0.1:{cfg.dashboard_port} to this machine)"
     elif cfg.loopback:
-        line = ("Access: this machine only (loopback); every local user can read, change and delete "
+        line = ("Access: this machine only, no login: every user of this machine can read, change and delete "
                 "runs and studies (--auth true adds a login)")
     else:
-        line = (f"Access: NO LOGIN: anyone who can reach {cfg.host} on ports {cfg.mlflow_port} and "
-                f"{cfg.dashboard_port} can read every run and artifact and delete runs, experiments, "
-                "studies and trials")
+        line = (f"Access: NO LOGIN: anyone on {where} can open ports {cfg.mlflow_port} and {cfg.dashboard_port}, "
+                "read every run and artifact and delete runs, experiments, studies and trials")
     if cfg.public_url:
         line += f"; also served as {cfg.public_url} by your reverse proxy"
     return line + "."

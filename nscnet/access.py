@@ -252,7 +252,7 @@ def reach_line(cfg: UiConfig, logins: Logins | None) -> str:
     if cfg.loopback:
         where = "this machine only"
     elif cfg.host in ALL_INTERFACES:
-        where = "every network this machine is on"
+        where = "any network this machine is on"
     else:
         where = f"the network of {cfg.host}"
     if logins is not None:

@@ -93,7 +93,7 @@ def test_reach_line_says_who_can_reach_what():
     assert "this machine only" in access.reach_line(UiConfig(), None)
     logins = access.Logins(Path("/home/me/.config/nscnet/ui-auth"), {"admin": "A" * 24, "viewer": "V" * 24})
     line = access.reach_line(UiConfig(host="0.0.0.0", auth=True), logins)
-    assert "credentials.ini" in line and "127.0.0.1 only" in line and "every network" in line
+    assert "credentials.ini" in line and "127.0.0.1 only" in line and "any network" in line
     assert "A" * 24 not in line and "V" * 24 not in line
 
 

@@ -33,7 +33,10 @@ from dataclasses import dataclass
 from io import StringIO
 from pathlib import Path
 
+import psutil
+
 from nscnet.config import ConfigError, UiConfig
+from nscnet.tracking import DEFAULT_ARTIFACTS
 
 ADMIN, VIEWER = "admin", "viewer"
 CREDENTIALS = "credentials.ini"
@@ -62,8 +65,6 @@ def url_host(host: str) -> str:
 
 def _machine_names() -> list[str]:
     """This machine's host names and interface addresses: what `--host 0.0.0.0` is reached by."""
-    import psutil
-
     names = [socket.gethostname(), socket.getfqdn()]
     for addresses in psutil.net_if_addrs().values():
         for address in addresses:
@@ -143,8 +144,6 @@ def _store_folders(tracking_uri: str) -> list[Path]:
     if not tracking_uri.startswith("sqlite:///"):
         return []
     folder = Path(tracking_uri[len("sqlite:///"):]).resolve().parent
-    from nscnet.tracking import DEFAULT_ARTIFACTS
-
     return [folder, folder / DEFAULT_ARTIFACTS]
 
 
@@ -176,7 +175,7 @@ def _check_private(path: Path) -> None:
 def _auth_ini(folder: Path) -> str:
     return ("# MLflow basic-auth settings written by `nscnet ui --auth true`; no secret here.\n"
             "[mlflow]\n"
-            f"default_permission = READ\n"
+            "default_permission = READ\n"
             f"database_uri = sqlite:///{folder / AUTH_DB}\n"
             f"admin_username = {ADMIN}\n"
             "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n")
@@ -195,7 +194,7 @@ def prepare_logins(cfg: UiConfig, tracking_uri: str) -> Logins:
             raise ConfigError(f"{database} holds MLflow users but {credentials} is gone: delete {database} "
                               "to create new logins")
         passwords = {ADMIN: secrets.token_urlsafe(18), VIEWER: secrets.token_urlsafe(18)}
-        parser = configparser.ConfigParser()
+        parser = configparser.ConfigParser(interpolation=None)
         for user, password in passwords.items():
             parser[user] = {"username": user, "password": password}
         lines = ["# Logins of `nscnet ui --auth true` (MLflow basic auth). Keep this file private.",
@@ -206,7 +205,7 @@ def prepare_logins(cfg: UiConfig, tracking_uri: str) -> Logins:
         parser.write(text)
         _private_file(credentials, "\n".join(lines) + text.getvalue())
     _check_private(credentials)
-    parser = configparser.ConfigParser()
+    parser = configparser.ConfigParser(interpolation=None)
     parser.read(credentials)
     try:
         passwords = {user: parser[user]["password"] for user in (ADMIN, VIEWER)}

@@ -162,6 +162,9 @@ def _start_ui(cwd: Path, *args: str, env: dict) -> tuple[subprocess.Popen, list[
     return ui, lines
 
 
+PROXIED = "mlflow.lab.example.org"
+
+
 @pytest.mark.slow
 def test_ui_with_auth_needs_a_login_to_delete_and_never_shows_the_passwords(tracking, tmp_path, tmp_path_factory):
     with nstracking.start_run(SynthConfig(), "synth") as run:  # a real run in the test's store
@@ -175,7 +178,7 @@ def test_ui_with_auth_needs_a_login_to_delete_and_never_shows_the_passwords(trac
     api = f"{base}/api/2.0/mlflow"
     ui, lines = _start_ui(tmp_path, "--host", "127.0.0.2", "--auth", "true", "--auth_dir", str(folder),
                           "--mlflow-port", str(port), "--dashboard-port", str(dashboard_port),
-                          "--storage", "optuna.journal", env=env)
+                          "--storage", "optuna.journal", "--public-url", f"https://{PROXIED}", env=env)
     try:
         output = "".join(lines)
         assert f"MLflow UI:        {base}" in output, output
@@ -200,10 +203,15 @@ def test_ui_with_auth_needs_a_login_to_delete_and_never_shows_the_passwords(trac
                         headers={"Origin": "http://evil.example"})[0] == 403
         assert nstracking.get_run(run_id).info.lifecycle_stage == "active"
 
+        # what a TLS reverse proxy forwards (Host and Origin of --public-url) is accepted
+        proxied = {"Host": PROXIED, "Origin": f"https://{PROXIED}"}
+        assert _request(f"{api}/runs/set-tag", user=admin, headers=proxied,
+                        data={"run_id": run_id, "key": "via", "value": "proxy"})[0] == 200
         assert _request(f"{api}/runs/delete", user=admin, data=delete, headers={"Origin": base})[0] == 200
         assert nstracking.get_run(run_id).info.lifecycle_stage == "deleted"
         status, body = _request(f"{api}/runs/get?run_id={run_id}", user=admin)
-        params = json.loads(body)["run"]["data"]
+        run_data = json.loads(body)["run"]["data"]  # params and tags
+        assert {"key": "via", "value": "proxy"} in run_data["tags"]
         dashboard = _request(f"http://127.0.0.2:{dashboard_port}/api/studies")
         assert dashboard[0] == 200
     finally:
@@ -212,7 +220,7 @@ def test_ui_with_auth_needs_a_login_to_delete_and_never_shows_the_passwords(trac
     assert ui.returncode == 0, rest
     passwords = [admin[1], viewer[1]]
     assert not any(p in output + rest for p in passwords)
-    assert not any(p in json.dumps(params) for p in passwords)
+    assert not any(p in json.dumps(run_data) for p in passwords)
     server_logs = list((tmp_path / "tmp").glob("nscnet-ui-*/mlflow.log"))
     assert server_logs and "Created admin user 'admin'" in server_logs[0].read_text()
     written = [p for p in tmp_path.rglob("*") if p.is_file()]  # the store, its artifacts, the logs

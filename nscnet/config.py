@@ -649,6 +649,48 @@ class UiConfig(Group):
     """MLflow UI and Optuna dashboard in one command (every experiment: no `experiment` field)."""
 
     storage: str = param("", "Optuna storage (default: ./optuna.journal)")
-    host: str = param("127.0.0.1", "address to bind; another host only when you mean it")
+    host: str = param("127.0.0.1", "address to bind; a non-loopback one needs --auth true or --expose true")
     mlflow_port: int = param(5000, "MLflow UI port")
     dashboard_port: int = param(8080, "Optuna dashboard port")
+    auth: bool = param(False, "MLflow login (its basic-auth app): users admin (all) and viewer (read only), "
+                              "passwords made on first start in auth_dir; the Optuna dashboard, which has no "
+                              "login, then stays on 127.0.0.1")
+    auth_dir: str = param("", "folder of the logins (credentials.ini, mode 0600) and MLflow's user database; "
+                              "outside any repository and the tracking store (default: ~/.config/nscnet/ui-auth)")
+    expose: bool = param(False, "serve a non-loopback --host without any login: anyone who reaches it may read "
+                                "and delete runs and studies")
+    public_url: str = param("", "address users open through a reverse proxy (https://mlflow.example.org): "
+                                "accepted as Host header and web origin")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_positive(self, "mlflow_port", "dashboard_port")
+        if self.mlflow_port == self.dashboard_port:
+            raise ConfigError(f"mlflow_port and dashboard_port are both {self.mlflow_port}")
+        if not self.host or any(c in self.host for c in ",/ "):
+            raise ConfigError(f"host={self.host!r} is not an address to bind")
+        if not self.loopback and not (self.auth or self.expose):
+            raise ConfigError(f"host={self.host} is not a loopback address: anyone on that network could read and "
+                              "delete runs and studies; add --auth true (MLflow login, dashboard kept local) or "
+                              "--expose true (no login, trusted network only)")
+        if self.auth and self.expose:
+            raise ConfigError("auth=true and expose=true: --expose serves without a login; choose one")
+        if self.public_url:
+            from urllib.parse import urlsplit
+
+            url = urlsplit(self.public_url)
+            if url.scheme not in ("http", "https") or not url.hostname or url.path.strip("/") or url.query:
+                raise ConfigError(f"public_url={self.public_url!r} must be http(s)://host[:port] with no path "
+                                  "(MLflow served at the root of its own host name)")
+
+    @property
+    def loopback(self) -> bool:
+        """Whether `host` is localhost or a loopback address (127.0.0.0/8, ::1): this machine only."""
+        import ipaddress
+
+        if self.host.lower() == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host.strip("[]")).is_loopback
+        except ValueError:
+            return False

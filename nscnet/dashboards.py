@@ -2,7 +2,9 @@
 
 - `run_ui(cfg)`: starts `mlflow server` on the tracking store of `nscnet.tracking.tracking_uri()`
   and `optuna-dashboard` on the study storage, both bound to 127.0.0.1 unless `--host` says
-  otherwise, prints both URLs once they answer, and stops both on Ctrl-C or SIGTERM.
+  otherwise, prints both URLs and one line on who can reach them once they answer, and stops
+  both on Ctrl-C or SIGTERM. `mlflow_command` / `dashboard_command` build the two command lines;
+  who may reach what (host and origin checks, `--auth` logins) is `nscnet.access`.
 - `comparison_figure(experiment)`: one plotly figure comparing the runs of an experiment:
   silhouette, n_clusters, zipf_s and the *_truth metrics (one point per run), nmi_prev curves;
   `write_comparison` writes it as a self-contained HTML page (plotly.js inlined, so it opens
@@ -18,11 +20,12 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
 
-from nscnet import tracking
+from nscnet import access, tracking
 from nscnet.config import ConfigError, UiConfig
 from nscnet.studies.storage import DEFAULT_JOURNAL, database_url, is_url, mask_password
 
@@ -125,6 +128,8 @@ def _answers(url: str) -> bool:
     try:
         with urllib.request.urlopen(url, timeout=2) as response:
             return response.status < 500
+    except urllib.error.HTTPError as error:  # 401 from a server with logins: it answers
+        return error.code < 500
     except Exception:
         return False
 
@@ -143,19 +148,30 @@ def _stop(process: subprocess.Popen, grace_s: float = 10.0) -> None:
         pass
 
 
-def ui_commands(cfg: UiConfig) -> dict[str, list[str]]:
-    """The two server commands: mlflow (absent when the tracking URI is already a server) and optuna-dashboard."""
-    bin_dir = Path(sys.executable).parent
+def mlflow_command(cfg: UiConfig, uri: str, logins: access.Logins | None = None) -> list[str]:
+    """`mlflow server` on the tracking store `uri`: host and origin checks set, the login app with `logins`."""
+    command = [str(Path(sys.executable).parent / "mlflow"), "server", "--backend-store-uri", uri,
+               "--host", cfg.host, "--port", str(cfg.mlflow_port), "--workers", "1", *access.security_args(cfg)]
+    if logins is not None:
+        command += ["--app-name", "basic-auth"]
+    return command
+
+
+def dashboard_command(cfg: UiConfig) -> list[str]:
+    """`optuna-dashboard` on the study storage, on `access.dashboard_host(cfg)`."""
     storage = cfg.storage or DEFAULT_JOURNAL
-    commands = {}
-    uri = tracking.tracking_uri()
-    if not uri.startswith("http"):
-        commands["mlflow"] = [str(bin_dir / "mlflow"), "server", "--backend-store-uri", uri,
-                              "--host", cfg.host, "--port", str(cfg.mlflow_port), "--workers", "1"]
-    dashboard = [str(bin_dir / "optuna-dashboard"), database_url(storage) if is_url(storage) else storage, "--host", cfg.host, "--port", str(cfg.dashboard_port)]
+    command = [str(Path(sys.executable).parent / "optuna-dashboard"), database_url(storage) if is_url(storage) else storage,
+               "--host", access.dashboard_host(cfg), "--port", str(cfg.dashboard_port)]
     if not is_url(storage):
-        dashboard += ["--storage-class", "JournalFileStorage"]
-    commands["optuna-dashboard"] = dashboard
+        command += ["--storage-class", "JournalFileStorage"]
+    return command
+
+
+def ui_commands(cfg: UiConfig, logins: access.Logins | None = None) -> dict[str, list[str]]:
+    """The two server commands: mlflow (absent when the tracking URI is already a server) and optuna-dashboard."""
+    uri = tracking.tracking_uri()
+    commands = {} if uri.startswith("http") else {"mlflow": mlflow_command(cfg, uri, logins)}
+    commands["optuna-dashboard"] = dashboard_command(cfg)
     return commands
 
 
@@ -165,11 +181,16 @@ def run_ui(cfg: UiConfig) -> dict[str, str]:
     if not is_url(storage):
         Path(storage).parent.mkdir(parents=True, exist_ok=True)
         Path(storage).touch()  # an empty journal is a valid (empty) storage for the dashboard
-    shown_host = "127.0.0.1" if cfg.host in ("0.0.0.0", "::") else cfg.host
     uri = tracking.tracking_uri()
-    urls = {"mlflow": uri if uri.startswith("http") else f"http://{shown_host}:{cfg.mlflow_port}",
-            "optuna-dashboard": f"http://{shown_host}:{cfg.dashboard_port}"}
+    if cfg.auth and uri.startswith("http"):
+        raise ConfigError(f"auth=true: MLFLOW_TRACKING_URI={uri} is a server already; its logins are its own")
+    logins = access.prepare_logins(cfg, uri) if cfg.auth else None
+    urls = {"mlflow": uri if uri.startswith("http") else f"http://{access.url_host(cfg.host)}:{cfg.mlflow_port}",
+            "optuna-dashboard": f"http://{access.url_host(access.dashboard_host(cfg))}:{cfg.dashboard_port}"}
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    for name in ("MLFLOW_AUTH_ADMIN_PASSWORD", "MLFLOW_TRACKING_PASSWORD"):
+        env.pop(name, None)  # no server gets a password it was not meant to have
+    server_env = {"mlflow": {**env, **logins.server_env()} if logins else env, "optuna-dashboard": env}
     logs = Path(tempfile.mkdtemp(prefix="nscnet-ui-"))
     processes: dict[str, subprocess.Popen] = {}
 
@@ -178,9 +199,9 @@ def run_ui(cfg: UiConfig) -> dict[str, str]:
 
     previous = signal.signal(signal.SIGTERM, stop)
     try:
-        for name, command in ui_commands(cfg).items():
+        for name, command in ui_commands(cfg, logins).items():
             log_file = open(logs / f"{name}.log", "wb")
-            processes[name] = subprocess.Popen(command, env=env, stdout=log_file, stderr=subprocess.STDOUT,
+            processes[name] = subprocess.Popen(command, env=server_env[name], stdout=log_file, stderr=subprocess.STDOUT,
                                                start_new_session=True)  # own group: stopped as a whole
         deadline = time.monotonic() + 120
         pending = set(processes)
@@ -195,8 +216,11 @@ def run_ui(cfg: UiConfig) -> dict[str, str]:
             if pending and time.monotonic() > deadline:
                 raise ConfigError(f"{', '.join(sorted(pending))} did not answer within 120 s (logs in {logs})")
             time.sleep(0.5)
+        if logins is not None:
+            access.ensure_viewer(f"http://{access.url_host(cfg.host)}:{cfg.mlflow_port}", logins)
         print(f"MLflow UI:        {urls['mlflow']}", flush=True)
         print(f"Optuna dashboard: {urls['optuna-dashboard']}  (storage {mask_password(storage)})", flush=True)
+        print(access.reach_line(cfg, logins), flush=True)
         print("Press Ctrl-C to stop both.", flush=True)
         while all(p.poll() is None for p in processes.values()):
             time.sleep(0.5)

@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -52,7 +53,7 @@ def test_ui_serves_mlflow_and_optuna_dashboard_then_stops_both(small_study, tmp_
                           cwd=tmp_path, env=worker_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines, deadline = [], time.monotonic() + 150
     try:
-        while time.monotonic() < deadline and not any("Optuna dashboard:" in line for line in lines):
+        while time.monotonic() < deadline and not any("Press Ctrl-C" in line for line in lines):
             line = ui.stdout.readline()
             if not line and ui.poll() is not None:
                 break
@@ -71,6 +72,10 @@ def test_ui_serves_mlflow_and_optuna_dashboard_then_stops_both(small_study, tmp_
         assert summary["trials"]["complete"] == 4  # the UI reads the artifacts beside the store too
         studies = _get(f"http://127.0.0.1:{dashboard_port}/api/studies")["study_summaries"]
         assert [s["study_name"] for s in studies] == ["ui-study"]
+        assert any(line.startswith("Access: this machine only") for line in lines)
+        foreign = urllib.request.Request(f"{base}/experiments/search", headers={"Host": "evil.example"})
+        with pytest.raises(urllib.error.HTTPError, match="403"):  # DNS rebinding: MLflow's host check is on
+            urllib.request.urlopen(foreign, timeout=10)
     finally:
         ui.send_signal(signal.SIGTERM)
         ui.wait(30)

@@ -411,10 +411,10 @@ class ReportConfig(StepConfig):
     exemplars: int = param(8, "most typical segments shown per cluster (nearest the cluster's centre)")
     atypical: int = param(2, "least typical segments shown per cluster (farthest from the centre)")
     context_s: float = param(0.25, "audio context before and after each exemplar, s")
-    audio_rate: int = param(24000, "sample rate of the embedded audio, Hz (0 = the recording's own); Opus "
-                                   "rounds it up to 8, 12, 16, 24 or 48 kHz")
-    audio_format: str = param("auto", "embedded audio: auto = Ogg Opus when soundfile writes it, else WAV",
-                              choices=AUDIO_FORMATS)
+    audio_rate: int = param(16000, "sample rate of the embedded audio, Hz, at most the recording's own (0 = the "
+                                   "recording's own); Opus rounds it up to 8, 12, 16, 24 or 48 kHz")
+    audio_format: str = param("auto", "embedded audio: auto = Ogg Vorbis when soundfile writes it, else WAV; opus "
+                                      "is smaller but ~10x slower to encode", choices=AUDIO_FORMATS)
     map_audio_minutes: float = param(60.0, "embed whole recordings for playback from the 2-D map when they total "
                                            "at most this many minutes (0 = the map shows spectrograms only)")
     data: str = param("", "dataset folder (default: the run's data parameter)")

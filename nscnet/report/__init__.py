@@ -132,6 +132,20 @@ def build_report(cfg: ReportConfig) -> tuple[str, dict[str, Any]]:
         if missing:
             notes.append(f"{missing} recording(s) not found in {run.audio_dir}: their segments have no audio.")
 
+    preprocess = run.dataset.meta.get("params", {})
+    window_s, pad = float(preprocess.get("duration_s", 0) or 0), str(preprocess.get("pad", "end"))
+    width = images.shape[2]
+
+    def exemplar_image(row: int) -> str:  # the sound, without the padding of the fixed-length cut
+        duration = float(table["offset_s"].iloc[row]) - float(table["onset_s"].iloc[row])
+        return media.spectrogram_uri(images[row][:, gather.sound_columns(width, duration, window_s, pad)])
+
+    durations = (table["offset_s"].astype(float) - table["onset_s"].astype(float)).to_numpy()
+
+    def average_image(c: int) -> str:  # cut to the longest member's sound (97th percentile)
+        longest = float(np.percentile(durations[labels == c], 97))
+        return media.spectrogram_uri(averages[rank[c]][:, gather.sound_columns(width, longest, window_s, pad)])
+
     clusters = []
     n = len(labels)
     for c, size in zip(ids, sizes):
@@ -143,11 +157,11 @@ def build_report(cfg: ReportConfig) -> tuple[str, dict[str, Any]]:
                 seg = table.iloc[int(r)]
                 audio, duration = clips.get(int(r), ("", 0.0))
                 caption = f"{seg['recording']} {float(seg['onset_s']):.3f}\u2013{float(seg['offset_s']):.3f} s"
-                shown.append(render.Exemplar(row=int(r), kind=kind, rank=i + 1, image=media.spectrogram_uri(images[int(r)]),
+                shown.append(render.Exemplar(row=int(r), kind=kind, rank=i + 1, image=exemplar_image(int(r)),
                                              audio=audio, caption=caption, duration_s=duration))
         label, share = top.get(c, ("", float("nan")))
         clusters.append(render.Cluster(id=c, name=names.get(c, str(c)), rank=rank[c], size=int(size),
-                                       share=int(size) / n, average=media.spectrogram_uri(averages[rank[c]]),
+                                       share=int(size) / n, average=average_image(c),
                                        exemplars=shown, similar=similar[c], top_label=label, top_share=share))
 
     map_data = _map_data(run, space, rank, recordings, cfg.seed)

@@ -156,6 +156,20 @@ def purity(labels: np.ndarray, truth: np.ndarray) -> float:
     return float(table.max(axis=1).sum() / keep.sum())
 
 
+def sound_columns(width: int, duration: float, window_s: float, pad: str, margin: int = 2) -> slice:
+    """The image columns that hold the segment's sound rather than padding: a segment of
+    `duration` s padded to `window_s` s (preprocess `duration_s`) at the `pad` end (preprocess `pad`)."""
+    if not window_s or not np.isfinite(duration) or duration >= window_s:
+        return slice(0, width)
+    n = min(width, int(np.ceil(width * duration / window_s)) + margin)
+    if pad == "start":  # padding first: the sound is at the end
+        return slice(width - n, width)
+    if pad == "center":
+        start = (width - n) // 2
+        return slice(start, start + n)
+    return slice(0, n)
+
+
 def names_of(table: pd.DataFrame) -> dict[int, str]:
     """Cluster id -> display name: the `name` column of a curated run, else 'cluster_07'."""
     labels = table["cluster"].to_numpy(dtype=np.int64)

@@ -1,9 +1,12 @@
 """Images and sounds of a report: spectrogram JPEGs, the map's thumbnail atlas, audio clips cut
 from the original recordings, and the per-unit WAV export. Arrays in, bytes out (no HTML here).
 
-Audio is encoded as Ogg Opus when soundfile (libsndfile >= 1.0.29) writes it, else as 16-bit
-WAV; Opus runs at 8, 12, 16, 24 or 48 kHz only, so a requested rate is rounded up to one of
-those (and never above 48 kHz). Every clip is peak-normalised for listening.
+Audio is encoded as Ogg Vorbis when soundfile's libsndfile writes it (auto), else as 16-bit
+WAV; Ogg Opus on request. Measured on the Bengalese finch recordings (1 CPU thread): libsndfile
+encodes Vorbis at 16 kHz about 200x faster than real time (30 kbit/s at VORBIS_LEVEL) and Opus
+only about 20x (25 kbit/s), so Opus costs ~70 s more for 23 minutes of recordings. Opus runs at
+8, 12, 16, 24 or 48 kHz only: a requested rate is rounded up to one of those. Every clip is
+peak-normalised for listening.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from nscnet.config import DataError
 log = logging.getLogger(__name__)
 
 OPUS_RATES = (8000, 12000, 16000, 24000, 48000)
+VORBIS_LEVEL = 0.9  # soundfile compression_level for Vorbis (0 = best quality, 1 = smallest)
 THUMB_COLUMNS = 128  # thumbnails per row of the map's atlas
 
 
@@ -56,7 +60,7 @@ def data_uri(payload: bytes, mime: str) -> str:
 
 
 def spectrogram_uri(image: np.ndarray) -> str:
-    return data_uri(jpeg(colour(image)), "image/jpeg")
+    return data_uri(jpeg(colour(image), quality=75), "image/jpeg")
 
 
 def thumbnail_atlas(images: np.ndarray, factor: int = 2, chunk: int = 2048) -> tuple[bytes, int, int]:
@@ -74,14 +78,10 @@ def thumbnail_atlas(images: np.ndarray, factor: int = 2, chunk: int = 2048) -> t
             r, c = divmod(i, THUMB_COLUMNS)
             atlas[r * th:(r + 1) * th, c * tw:(c + 1) * tw] = tile[::-1]
     rgb = _palette()[(np.clip(atlas, 0, 1) * 255).astype(np.uint8)]
-    return jpeg(rgb, quality=80), th, tw
+    return jpeg(rgb, quality=70), th, tw
 
 
 # ----------------------------------------------------------------------------------- audio
-
-def opus_available() -> bool:
-    return "OPUS" in sf.available_subtypes("OGG")
-
 
 @dataclass(frozen=True)
 class AudioFormat:
@@ -111,7 +111,7 @@ class AudioFormat:
 def choose_format(audio_format: str, rate: int) -> AudioFormat:
     """`auto`: Opus when soundfile writes it, else WAV; an unavailable codec is a DataError."""
     if audio_format == "auto":
-        audio_format = "opus" if opus_available() else "wav"
+        audio_format = "vorbis" if "VORBIS" in sf.available_subtypes("OGG") else "wav"
     if audio_format in ("opus", "vorbis") and audio_format.upper() not in sf.available_subtypes("OGG"):
         raise DataError(f"audio_format={audio_format}: this soundfile/libsndfile cannot write it (use wav or auto)")
     return AudioFormat(audio_format, int(rate))
@@ -131,8 +131,10 @@ def encode(y: np.ndarray, source_rate: int, fmt: AudioFormat) -> tuple[bytes, in
     buffer = io.BytesIO()
     if fmt.codec == "wav":
         sf.write(buffer, y, rate, format="WAV", subtype="PCM_16")
+    elif fmt.codec == "vorbis":
+        sf.write(buffer, y, rate, format="OGG", subtype="VORBIS", compression_level=VORBIS_LEVEL)
     else:
-        sf.write(buffer, y, rate, format="OGG", subtype=fmt.codec.upper())
+        sf.write(buffer, y, rate, format="OGG", subtype="OPUS")
     return buffer.getvalue(), rate
 
 

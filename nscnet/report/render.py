@@ -86,17 +86,19 @@ th{background:#f4f4f4} td.l,th.l{text-align:left}
 .grid{display:flex;flex-wrap:wrap;gap:8px}
 figure{margin:0;padding:4px;border:1px solid #ddd;border-radius:4px;width:268px;font-size:12px}
 figure.atypical{border-color:#d9822b;background:#fff7ee}
-figure img{width:256px;height:128px;image-rendering:pixelated;display:block}
+figure img{height:128px;max-width:256px;image-rendering:pixelated;display:block;background:#000}
 figure audio{width:256px;height:32px}
 .kind{font-weight:600} .atypical .kind{color:#b35900}
 .swatch{display:inline-block;width:12px;height:12px;border-radius:2px;vertical-align:middle;margin-right:4px}
-img.average{width:256px;height:128px;image-rendering:pixelated;border:1px solid #ddd}
+img.average{height:128px;max-width:256px;image-rendering:pixelated;border:1px solid #ddd}
 #map-wrap{display:flex;gap:16px;align-items:flex-start;flex-wrap:wrap}
 #map-canvas{border:1px solid #ccc;cursor:crosshair}
 #preview-canvas{width:256px;height:128px;image-rendering:pixelated;border:1px solid #ddd}
 input.name{width:120px;font-size:13px}
 .strip{display:block;margin:1px 0}
 details{margin:.5em 0}
+.side{display:flex;gap:24px;align-items:flex-start;flex-wrap:wrap} .side>div:first-child{max-width:440px}
+.scroll{max-height:520px;overflow:auto;border:1px solid #eee}
 """
 
 JS = r"""
@@ -209,9 +211,12 @@ def zipf_svg(sizes: np.ndarray, expected: np.ndarray | None, width: int = 420, h
              f'<rect x="{left}" y="{upper}" width="{width - left - right}" height="{height - bottom - upper}" '
              'fill="none" stroke="#999"/>']
     for decade in range(int(math.floor(ly0)), int(math.ceil(ly1)) + 1):
-        v = 10.0 ** decade
-        if low <= v <= top * 1.2:
-            parts.append(f'<text x="{left - 4}" y="{y(v) + 4:.1f}" font-size="10" text-anchor="end">{v:g}</text>')
+        for step in (1, 2, 5):
+            v = step * 10.0 ** decade
+            if low <= v <= top * 1.2:
+                parts.append(f'<text x="{left - 4}" y="{y(v) + 4:.1f}" font-size="10" text-anchor="end">{v:g}</text>')
+    parts.append(f'<text x="12" y="{(upper + height - bottom) / 2:.0f}" font-size="11" text-anchor="middle" '
+                 f'transform="rotate(-90 12 {(upper + height - bottom) / 2:.0f})">segments</text>')
     for r in (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000):
         if r <= len(sizes):
             parts.append(f'<text x="{x(r):.1f}" y="{height - bottom + 14}" font-size="10" text-anchor="middle">{r}</text>')
@@ -331,12 +336,12 @@ def page(p: Page) -> str:
         f"noise {p.noise} ({noise_share:.1%}). Jump to: <a href=\"#overview\">overview</a> · <a href=\"#map\">map</a>"
         f" · <a href=\"#recordings\">recordings and syntax</a> · clusters below.</p>",
         "".join(f'<p class="note">{esc(n)}</p>' for n in p.notes), "</header>",
-        '<section id="overview"><h2>Overview</h2>', _table(run_rows, ["", ""]),
-        "<h3>Clusters ranked by size</h3>", zipf_svg(p.sizes, p.expected), zipf_text,
-        "<p>Curate: edit the names below (the same name on several clusters merges them; <code>noise</code> drops "
-        "a cluster), download them and run <code>nscnet curate --run_id RUN --names names.csv</code>.</p>",
-        '<p><button id="download-names" type="button">Download names.csv</button></p>',
-        _table(overview_rows, header, left=0),
+        '<section id="overview"><h2>Overview</h2>', _table(run_rows, ["", ""], left=2),
+        '<h3>Clusters ranked by size</h3><div class="side"><div>', zipf_svg(p.sizes, p.expected), zipf_text,
+        "<p>Curate: edit the names in the table (the same name on several clusters merges them; <code>noise</code> "
+        "drops a cluster), download them and run <code>nscnet curate --run_id RUN --names names.csv</code>.</p>",
+        '<p><button id="download-names" type="button">Download names.csv</button></p></div>',
+        '<div class="scroll">', _table(overview_rows, header, left=0), "</div></div>",
     ]
     if truth:
         parts += [f"<h3>Against the reference labels</h3><p>Purity {p.purity:.3f} (share of non-noise segments "

@@ -110,7 +110,7 @@ def test_report_has_a_section_per_cluster_decodable_images_and_audio_of_the_expe
         data, rate = sf.read(io.BytesIO(_payload(audio["src"])))
         assert abs(len(data) / rate - expected) < 0.01, (len(data) / rate, expected)
         assert np.abs(data).max() > 0.1  # sound, not silence
-    assert facts["audio"].startswith(("Ogg Opus", "16-bit WAV"))
+    assert facts["audio"].startswith(("Ogg Vorbis at 16000 Hz", "16-bit WAV"))
     assert tracking.list_artifacts(inside["run_id"], "report") == ["report/report.html"]
     assert tracking.get_run(inside["run_id"]).data.tags["nscnet.step"] == "basenet"  # the run is left as it was
 
@@ -140,6 +140,19 @@ def test_exemplar_choice_is_by_distance_to_the_centre():
     assert list(chosen[0][0]) == [1, 0]  # centre 2.5: rows 1 (1.5 away) and 0 (2.5)
     assert list(chosen[0][1]) == [3]  # 7.5 away
     assert list(chosen[1][0]) == [4, 5] and list(chosen[1][1]) == []  # nothing left to be atypical
+
+
+@pytest.mark.parametrize("codec, rate, expected_rate", [("opus", 22050, 24000), ("vorbis", 16000, 16000),
+                                                        ("wav", 0, 22050)])
+def test_clips_decode_at_the_stated_rate_and_length(codec, rate, expected_rate):
+    from nscnet.report import media
+
+    y = np.sin(np.arange(11025) * 0.3).astype(np.float32)  # 0.5 s at 22050 Hz
+    fmt = media.choose_format(codec, rate)
+    payload, written = media.encode(y, 22050, fmt)
+    data, decoded_rate = sf.read(io.BytesIO(payload))
+    assert written == decoded_rate == expected_rate
+    assert abs(len(data) / decoded_rate - 0.5) < 0.005
 
 
 def test_report_opens_offline_in_headless_chromium_with_sections_images_and_playable_audio(inside, tmp_path):

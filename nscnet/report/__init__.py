@@ -59,9 +59,9 @@ def _recording_minutes(run: gather.RunData, recordings: list[str]) -> float:
     return total / 60.0
 
 
-def build_report(cfg: ReportConfig) -> tuple[str, dict[str, Any]]:
+def build_report(cfg: ReportConfig, run: gather.RunData | None = None) -> tuple[str, dict[str, Any]]:
     """(HTML text, facts: counts, audio format, what was resolved) of the report of cfg.run_id."""
-    run = gather.load_run(cfg.run_id, cfg.data, cfg.audio)
+    run = run or gather.load_run(cfg.run_id, cfg.data, cfg.audio)
     notes = [run.audio_note] if run.audio_note else []
     labels, table, images = run.labels, run.table, run.dataset.images
     ids, sizes = gather.cluster_ids_by_size(labels)
@@ -201,13 +201,13 @@ def run_report(cfg: ReportConfig) -> dict[str, Any]:
     from nscnet import tracking
 
     started = time.perf_counter()
-    text, facts = build_report(cfg)
+    run = gather.load_run(cfg.run_id, cfg.data, cfg.audio)
+    text, facts = build_report(cfg, run)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / REPORT_FILE
     path.write_text(text, encoding="utf-8")
     if cfg.units:
-        run = gather.load_run(cfg.run_id, cfg.data, cfg.audio)
         facts.update(media.write_units(out / "units", run.table, gather.names_of(run.table), run.audio_dir))
     seconds = time.perf_counter() - started
     size = path.stat().st_size

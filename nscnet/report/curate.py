@@ -263,8 +263,7 @@ def run_curate(cfg: CurateConfig) -> dict[str, Any]:
     segments = table[["segment_id", "recording", "onset_s", "offset_s"]]
     out = Path(cfg.out)
     with tracking.start_run(cfg, "curate", tags=tags) as run:
-        tracking.log_params({"data": cfg.data or parent.data.params.get("data", ""),
-                             "parent_step": tags["nscnet.parent_step"]})
+        tracking.log_params({"parent_step": tags["nscnet.parent_step"]})  # data: the parent's (nscnet.parent_run)
         write_exports(out, segments, labels, all_segments=_all_segments(parent, cfg.data), names=segment_names)
         tracking.log_artifact(out / ASSIGNMENTS)
         tracking.log_artifacts(out / "audacity", "audacity")

@@ -172,7 +172,8 @@ def test_report_opens_offline_in_headless_chromium_with_sections_images_and_play
           images: Array.from(document.images).filter(function(i){ return i.complete && i.naturalWidth > 0; }).length,
           images_all: document.images.length,
           playable: audio.filter(function(a){ return a.readyState >= 1 && a.duration > 0 && !a.error; }).length,
-          audio: audio.length};
+          audio: audio.length, names: document.querySelectorAll("input.name").length,
+          download: !!document.getElementById("download-names")};
         var pre = document.createElement("pre"); pre.id = "probe"; pre.textContent = JSON.stringify(out);
         document.body.appendChild(pre);
       });
@@ -192,6 +193,7 @@ def test_report_opens_offline_in_headless_chromium_with_sections_images_and_play
     assert counts["sections"] == K
     assert counts["images"] == counts["images_all"] >= K * 5
     assert counts["playable"] == counts["audio"] == facts["audio_clips"] >= K * 2
+    assert counts["names"] == K and counts["download"]  # the curation fields and the names.csv button
     artifacts = Path(os.environ.get("NSCNET_TEST_ARTIFACTS", ROOT / "test-artifacts"))
     artifacts.mkdir(parents=True, exist_ok=True)
     shot = artifacts / "report-page.png"
@@ -226,6 +228,17 @@ def test_names_csv_merges_equal_names_and_drops_noise():
                              table_names={0: "a", 1: "a", 2: "noise", 3: "b,c"})
     assert list(out) == [0, 0, -1, 3, 3]
     assert names[0] == "a" and names[3] == "b,c"
+
+
+def test_a_names_csv_from_the_report_curates_the_run(inside, tmp_path):
+    names = tmp_path / "names.csv"
+    names.write_text('cluster,name\n0,"trill, long"\n1,"trill, long"\n2,noise\n3,cluster_03\n')
+    result = run_curate(CurateConfig(run_id=inside["run_id"], names=str(names), out=str(tmp_path / "c"), zipf=False))
+    parent = pd.read_csv(tracking.download_artifact(inside["run_id"], "assignments.csv", tmp_path))
+    table = pd.read_csv(tmp_path / "c" / "assignments.csv", keep_default_na=False)
+    assert set(table.loc[parent["cluster"].isin([0, 1]), "name"]) == {"trill, long"}
+    assert (table.loc[parent["cluster"] == 2, "cluster"] == -1).all()
+    assert result["n_clusters"] == 2
 
 
 def test_an_audacity_edit_comes_back_as_exactly_that_change(inside, tmp_path):

@@ -560,6 +560,63 @@ class PredictConfig(StepConfig):
     device: str = param("auto", "where to run the model", choices=DEVICES)
 
 
+# ------------------------------------------------------------------------ report, curation
+
+AUDIO_FORMATS = ("auto", "opus", "vorbis", "wav")
+
+
+@dataclass(frozen=True)
+class ReportConfig(StepConfig):
+    """One self-contained HTML page per clustering run: look at and listen to every cluster."""
+
+    run_id: str = param("", "MLflow run id of a clustering run (basenet, vaenet, nscnet, pretrain, a study trial, "
+                            "curate, predict)")
+    out: str = param("report", "folder to write report.html (and units/) into; also logged under report/")
+    exemplars: int = param(8, "most typical segments shown per cluster (nearest the cluster's centre)")
+    atypical: int = param(2, "least typical segments shown per cluster (farthest from the centre)")
+    context_s: float = param(0.25, "audio context before and after each exemplar, s")
+    audio_rate: int = param(16000, "sample rate of the embedded audio, Hz, at most the recording's own (0 = the "
+                                   "recording's own); Opus rounds it up to 8, 12, 16, 24 or 48 kHz")
+    audio_format: str = param("auto", "embedded audio: auto = Ogg Vorbis when soundfile writes it, else WAV; opus "
+                                      "is smaller but ~10x slower to encode", choices=AUDIO_FORMATS)
+    map_audio_minutes: float = param(60.0, "embed whole recordings for playback from the 2-D map when they total "
+                                           "at most this many minutes (0 = the map shows spectrograms only)")
+    data: str = param("", "dataset folder (default: the run's data parameter)")
+    audio: str = param("", "folder of the original recordings (default: the dataset's preprocess audio folder)")
+    units: bool = param(False, "also write every segment as its own WAV + JSON sidecar under out/units/<cluster>/")
+    seed: int = param(0, "random seed (the 2-D projection's sample)")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_positive(self, "exemplars")
+        _check_positive(self, "atypical", "context_s", "audio_rate", "map_audio_minutes", allow_zero=True)
+        if 0 < self.audio_rate < 8000:
+            raise ConfigError(f"audio_rate={self.audio_rate} is below 8000 Hz")
+
+
+@dataclass(frozen=True)
+class CurateConfig(StepConfig):
+    """Merge, rename and drop clusters of a run (or read back edited Audacity tracks): a new, curated run."""
+
+    run_id: str = param("", "MLflow run id of the clustering run to curate")
+    merge: str = param("", "groups of clusters to merge into the first of each, e.g. 3,7 or 3,7;5,9")
+    rename: str = param("", "cluster names, e.g. 3=trill,5=buzz (names go to the label tracks)")
+    drop: str = param("", "clusters to drop (they become noise, -1), e.g. 12,14")
+    names: str = param("", "CSV of cluster,name (the report's download): same name = merged; name 'noise' = dropped")
+    audacity: str = param("", "folder of edited Audacity label tracks (<recording>.txt): each segment takes the "
+                               "label that overlaps it most")
+    out: str = param("curated", "folder for the curated exports (assignments.csv, audacity/, raven/)")
+    zipf: bool = param(True, "re-run the Zipf analysis on the curated types")
+    bootstrap: int = param(1000, "Zipf: parametric bootstrap draws")
+    units: bool = param(False, "also write every segment as its own WAV + JSON sidecar under out/units/<cluster>/")
+    data: str = param("", "dataset folder (default: the run's data parameter); for units")
+    audio: str = param("", "folder of the original recordings (default: the dataset's preprocess audio folder)")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_positive(self, "bootstrap")
+
+
 # ------------------------------------------------------------------------------ analysis
 
 @dataclass(frozen=True)

@@ -93,8 +93,13 @@ def log_figures(processed: np.ndarray, labels: np.ndarray, truth: np.ndarray | N
         tracking.log_figure(plots.contingency(labels, truth), f"{prefix}contingency")
 
 
-def log_exports(dataset: Any, labels: np.ndarray, embeddings: np.ndarray | None) -> None:
-    """assignments.csv, audacity/, raven/ and embeddings.npy as artifacts of the active run.
+CLUSTERED = "clustered.npy"  # the clustered space (float16, N x d): exemplars and 2-D map of `nscnet report`
+
+
+def log_exports(dataset: Any, labels: np.ndarray, embeddings: np.ndarray | None,
+                clustered: np.ndarray | None = None) -> None:
+    """assignments.csv, audacity/, raven/, embeddings.npy and (when given and at most
+    MAX_EMBEDDING_DIM wide) clustered.npy, the features as clustered, as artifacts of the active run.
 
     Written straight into the run's artifact folder when the store is local (`tracking.artifact_dir`).
     """
@@ -102,6 +107,8 @@ def log_exports(dataset: Any, labels: np.ndarray, embeddings: np.ndarray | None)
         write_exports(out, dataset.segments, labels, all_segments=getattr(dataset, "all_segments", None))
         if embeddings is not None:
             np.save(out / "embeddings.npy", np.asarray(embeddings, dtype=np.float32))
+        if clustered is not None and np.shape(clustered)[1] <= MAX_EMBEDDING_DIM:
+            np.save(out / CLUSTERED, np.asarray(clustered, dtype=np.float16))
 
 
 def _selected(values: tuple[int, ...], rows: list[dict[str, Any]]) -> int:
@@ -175,5 +182,5 @@ def evaluate_and_log(features: np.ndarray, dataset: Any, params: Any, *, embeddi
     if params.export:
         if embeddings is None:
             embeddings = features if np.shape(features)[1] <= MAX_EMBEDDING_DIM else processed
-        log_exports(dataset, result.labels, embeddings)
+        log_exports(dataset, result.labels, embeddings, processed)
     return metrics

@@ -87,11 +87,13 @@ def _write_tracks(path_audacity: Path, path_raven: Path, onsets: np.ndarray, off
 
 
 def write_exports(out_dir: str | Path, segments: pd.DataFrame, labels: np.ndarray,
-                  all_segments: pd.DataFrame | None = None) -> Path:
+                  all_segments: pd.DataFrame | None = None, names: np.ndarray | None = None) -> Path:
     """Write assignments.csv, audacity/ and raven/ under out_dir; returns out_dir.
 
     segments: the dataset's ok segments (N rows, image-row order); labels: (N,) cluster ids.
     all_segments: optionally every segment; skipped ones appear as 'skipped' in the tracks.
+    names: optionally (N,) type names for the tracks instead of 'cluster_07' (curation); they
+    are also written to assignments.csv as a `name` column.
     """
     out = Path(out_dir)
     labels = np.asarray(labels)
@@ -105,9 +107,15 @@ def write_exports(out_dir: str | Path, segments: pd.DataFrame, labels: np.ndarra
         "offset_s": segments["offset_s"].astype(float).to_numpy(),
         "cluster": labels.astype(np.int64),
     })
+    if names is not None:
+        if len(names) != len(labels):
+            raise DataError(f"{len(names)} names for {len(labels)} segments")
+        names = np.asarray([str(n).replace("\t", " ").replace("\n", " ").replace("\r", " ") for n in names],
+                           dtype=object)
+        table["name"] = names
     table.to_csv(out / ASSIGNMENTS, index=False)
 
-    tracks = table.assign(name=cluster_names(labels))
+    tracks = table.assign(name=cluster_names(labels) if names is None else names)
     if "channel" in segments:
         tracks["channel"] = segments["channel"].to_numpy()
     if all_segments is not None and "status" in all_segments:

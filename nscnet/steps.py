@@ -69,6 +69,8 @@ STEPS: dict[str, Step] = {
         Step("pretrain", C.PretrainConfig, "nscnet.models.pretrain:run_pretrain", "self-supervised (SimCLR) pretraining of the embedding network",
              saves_model=True),
         Step("predict", C.PredictConfig, "nscnet.predict:run_predict", "assign new segments to a trained run's clusters"),
+        Step("report", C.ReportConfig, "nscnet.report:run_report", "an HTML page to see and hear every cluster of a run"),
+        Step("curate", C.CurateConfig, "nscnet.report.curate:run_curate", "merge, rename, drop clusters: a curated run"),
         Step("zipf", C.ZipfConfig, "nscnet.analysis.zipf:run_zipf", "Zipf's law and repertoire size of a clustering"),
         Step("entropy", C.EntropyConfig, "nscnet.analysis.entropy:run_entropy", "chromagram note entropy of every song"),
         Step("study", C.StudyConfig, "nscnet.studies:run_study", "Optuna study over a model's hyperparameters"),

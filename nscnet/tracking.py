@@ -638,6 +638,17 @@ def tag_run(run_id: str, tags: Mapping[str, Any]) -> None:
         client.set_tag(run_id, key, str(value))
 
 
+def log_artifact_to(run_id: str, path: str | Path, artifact_path: str | None = None) -> None:
+    """Log a file or folder to any run by id (a finished one too) without resuming it: its status,
+    tags and params stay as they are (e.g. a report added to a clustering run)."""
+    mlflow.set_tracking_uri(tracking_uri())
+    client = MlflowClient()
+    if Path(path).is_dir():
+        client.log_artifacts(run_id, str(path), artifact_path)
+    else:
+        client.log_artifact(run_id, str(path), artifact_path)
+
+
 def experiment_name(experiment_id: str) -> str:
     """The name of an experiment of the tracking store."""
     connect()

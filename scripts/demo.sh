@@ -25,6 +25,7 @@ step vaenet --data demo/dataset --k 8 --epochs 3 --truth true --num_workers 0
 step study --model basenet --data demo/dataset --n_trials 12 --k_min 2 --k_max 32 --params k --truth true --overrides whiten=false,l2=false,pca_dim=32 --study_name demo-basenet
 echo; echo "== comparison page"
 python "$SRC/dashboards/compare.py" --experiment "$NSCNET_EXPERIMENT" --out demo/comparison.html
+step report --run_id "$NSCNET" --out demo/report
 
 cat <<TXT
 
@@ -37,4 +38,8 @@ Open both dashboards with:
     # Optuna dashboard: http://127.0.0.1:8080
 
 or the MLflow UI alone: .venv/bin/mlflow ui --backend-store-uri sqlite:///$(pwd)/mlflow.db
+
+The report of the NSCNet run (look at and listen to every cluster; offline, one file):
+
+    $(pwd)/demo/report/report.html   (also artifact report/report.html of run $NSCNET)
 TXT

@@ -312,7 +312,7 @@ def log_results(cfg: NscnetConfig, dataset: Dataset, model: torch.nn.Module, fea
     if cfg.figures:
         log_figures(processed, labels, truth, seed=cfg.seed)
     if cfg.export:
-        log_exports(dataset, labels, features)  # assignments.csv, label tracks, embeddings.npy (raw)
+        log_exports(dataset, labels, features, processed)  # assignments.csv, label tracks, embeddings.npy (raw), clustered.npy
     curves = {}
     for name in ("nmi_prev", "silhouette", "train_loss") + (("nmi_truth",) if truth is not None else ()):
         curves[name] = dict(tracking.metric_history(run_id, name))  # a resumed epoch logs twice: keep one

@@ -80,6 +80,7 @@ class StepConfig:
     """Fields every entry point has."""
 
     experiment: str = param("nscnet", "MLflow experiment name")
+    run_name: str = param("", "MLflow run name (default: what ran, e.g. 'basenet pca64 kmeans k=8')")
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -172,16 +173,17 @@ class ClusterParams(PostprocessParams):
 
     data: str = param("demo/dataset", "dataset folder written by `preprocess`")
     algorithm: str = param("kmeans", "clustering algorithm", choices=ALGORITHMS)
-    k: int = param(64, "number of clusters for k-means", search="pow2")
+    k: int = param(0, "number of clusters for k-means (0 = auto: sqrt(N/2), 2..64, N = segments)", search="pow2")
     k_values: tuple[int, ...] = param((), "sweep these K in one run, e.g. 64,128,256 (overrides k)")
     n_init: int = param(3, "k-means restarts (k-means++ init)")
     kmeans_backend: str = param("auto", "k-means implementation", choices=("auto", "sklearn", "faiss"))
-    min_samples: int = param(5, "OPTICS / HDBSCAN min_samples")
+    min_samples: int = param(0, "OPTICS / HDBSCAN min_samples (0 = auto: = min_cluster_size)")
     min_samples_values: tuple[int, ...] = param((), "sweep these min_samples in one run, e.g. 3,5,10")
-    min_cluster_size: int = param(5, "HDBSCAN (and OPTICS) min_cluster_size")
+    min_cluster_size: int = param(0, "HDBSCAN (and OPTICS) min_cluster_size (0 = auto: sqrt(N)/2, at least 2)")
     optics_xi: float = param(0.05, "OPTICS xi: minimum steepness of a cluster boundary")
     optics_max_eps: float = param(0.0, "OPTICS max_eps: largest neighbourhood radius (0 = unbounded)")
-    silhouette_sample: int = param(5000, "silhouette on a seeded sample of this many points when N is larger")
+    silhouette_sample: int = param(5000, "silhouette on a seeded sample of this many points when N is larger "
+                                         "(all points below)")
     truth: bool = param(False, "score against the segments' reference labels (never used for fitting)")
     stability_runs: int = param(3, "label-free stability: re-cluster this many seeded 80% resamples and "
                                    "log the mean NMI with the full clustering (0 = off)")
@@ -191,8 +193,9 @@ class ClusterParams(PostprocessParams):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _check_positive(self, "k", "n_init", "min_samples", "min_cluster_size", "silhouette_sample")
-        _check_positive(self, "optics_max_eps", "stability_runs", allow_zero=True)
+        _check_positive(self, "n_init", "silhouette_sample")
+        _check_positive(self, "k", "min_samples", "min_cluster_size", "optics_max_eps", "stability_runs",
+                        allow_zero=True)  # 0 = auto (nscnet.defaults)
         if not 0 < self.optics_xi < 1:
             raise ConfigError(f"optics_xi={self.optics_xi!r} must be between 0 and 1")
         for name in ("k_values", "min_samples_values"):
@@ -209,13 +212,13 @@ class UmapParams(StepConfig):
     final clustering, pretrain's evaluation clustering); used when that step's reducer is umap."""
 
     umap_dim: int = param(10, "UMAP output dimensions (when UMAP is the reducer)")
-    umap_neighbors: int = param(15, "UMAP n_neighbors (when UMAP is the reducer)")
+    umap_neighbors: int = param(0, "UMAP n_neighbors (when UMAP is the reducer; 0 = auto: sqrt(N), 2..15)")
     umap_min_dist: float = param(0.0, "UMAP min_dist (when UMAP is the reducer; 0 packs clusters tightly for HDBSCAN)")
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _check_positive(self, "umap_dim", "umap_neighbors")
-        _check_positive(self, "umap_min_dist", allow_zero=True)
+        _check_positive(self, "umap_dim")
+        _check_positive(self, "umap_neighbors", "umap_min_dist", allow_zero=True)
 
 
 @dataclass(frozen=True)
@@ -233,7 +236,7 @@ class TrainParams(ClusterParams):
     """Training machinery shared by the deep models."""
 
     epochs: int = param(50, "maximum epochs")
-    batch_size: int = param(32, "batch size")
+    batch_size: int = param(32, "batch size (capped at N)")
     lr: float = param(1e-4, "Adam learning rate", search=(1e-4, 1e-3))
     patience: int = param(10, "early stopping: epochs without improvement")
     min_delta: float = param(0.005, "early stopping: smallest improvement that counts")
@@ -321,7 +324,7 @@ class NscnetConfig(TrainParams, UmapParams):
     pretrain_epochs: int = param(0, "contrastive (SimCLR) epochs of the embedding network inside this run, before "
                                     "the DeepCluster epochs (0 = none); batch_size as here, the other contrastive "
                                     "settings (lr, temperature, augmentation) as `pretrain`'s defaults")
-    pretrain_epoch_size: int = param(2048, "images per in-run contrastive epoch, drawn at random (0 = all)")
+    pretrain_epoch_size: int = param(2048, "images per in-run contrastive epoch, drawn at random (0 = all; capped at N)")
     k_train: int = param(0, "clusters of the per-epoch pseudo-labels (over-clustering; 0 = k); the final clustering uses k")
     kmeans_warm_start: bool = param(False, "start each epoch's k-means from the previous pseudo-labels' centroids",
                                     search=(False, True))
@@ -351,9 +354,11 @@ class NscnetConfig(TrainParams, UmapParams):
 class PretrainConfig(TrainParams, UmapParams):
     """Self-supervised (SimCLR) pretraining of an embedding network; its embeddings are clustered too."""
 
-    k: int = param(16, "clusters of the pretrained embeddings' evaluation clustering")
+    _auto_k_usual = 16  # nscnet.defaults: auto k at most 16 here
+
+    k: int = param(0, "clusters of the pretrained embeddings' evaluation clustering (0 = auto: sqrt(N/2), 2..16)")
     epochs: int = param(20, "epochs of contrastive training")
-    batch_size: int = param(64, "images per batch (2 views each: 2 x batch_size - 2 negatives per image)")
+    batch_size: int = param(64, "images per batch (2 views each: 2 x batch_size - 2 negatives per image; capped at N)")
     lr: float = param(1e-3, "Adam learning rate")
     pca_dim: int = param(64, "PCA components before the evaluation clustering (0 = no PCA)")
     whiten: bool = param(False, "whiten the PCA components of the evaluation clustering")
@@ -373,7 +378,7 @@ class PretrainConfig(TrainParams, UmapParams):
     freq_masks: int = param(1, "SpecAugment frequency masks per view")
     time_mask: int = param(40, "SpecAugment time mask width T at 512 frames")
     time_masks: int = param(1, "SpecAugment time masks per view")
-    epoch_size: int = param(0, "images per epoch, drawn at random (0 = all)")
+    epoch_size: int = param(0, "images per epoch, drawn at random (0 = all; capped at N)")
     reducer: str = param("pca", "evaluation clustering: pca = the post-processing only; umap = UMAP to umap_dim "
                                 "after it (with algorithm=hdbscan: the best measured, docs/RESULTS.md)", choices=REDUCERS)
 
@@ -459,8 +464,8 @@ class StudyConfig(StepConfig):
     study_name: str = param("", "study name (default: <model>-<dataset folder name>)")
     objective: str = param("silhouette", "logged metric to optimise, e.g. silhouette or nmi_truth")
     direction: str = param("maximize", "optimisation direction", choices=("maximize", "minimize"))
-    k_min: int = param(64, "smallest K of the grid (powers of two)")
-    k_max: int = param(2048, "largest K of the grid (powers of two)")
+    k_min: int = param(64, "smallest K of the grid (powers of two; 2 when the data hold fewer than 2 x k_min segments)")
+    k_max: int = param(2048, "largest K of the grid (powers of two; cut to N/2 for N segments, with a notice)")
     refine_k: bool = param(True, "binary search of K between the best grid K and its better neighbour")
     truth: bool = param(False, "log the *_truth metrics of every trial")
     seed: int = param(0, "sampler seed")

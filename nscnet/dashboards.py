@@ -181,7 +181,8 @@ def run_ui(cfg: UiConfig) -> dict[str, str]:
             if pending and time.monotonic() > deadline:
                 raise ConfigError(f"{', '.join(sorted(pending))} did not answer within 120 s (logs in {logs})")
             time.sleep(0.5)
-        print(f"MLflow UI:        {urls['mlflow']}", flush=True)
+        landing = tracking.ui_landing(cfg.experiment, urls["mlflow"])
+        print(f"MLflow UI:        {landing}", flush=True)
         print(f"Optuna dashboard: {urls['optuna-dashboard']}  (storage {mask_password(storage)})", flush=True)
         print("Press Ctrl-C to stop both.", flush=True)
         while all(p.poll() is None for p in processes.values()):

@@ -27,8 +27,8 @@ cat <<TXT
 Demo done. Runs are in the MLflow store $(pwd)/mlflow.db (experiment "$NSCNET_EXPERIMENT"),
 the study in $(pwd)/optuna.journal. Open both dashboards with:
 
-    .venv/bin/nscnet ui
-    # MLflow UI:        http://127.0.0.1:5000
+    .venv/bin/nscnet ui --experiment $NSCNET_EXPERIMENT
+    # MLflow UI:        http://127.0.0.1:5000/#/experiments/<id>/runs?workflowType=machine_learning&compareRunsMode=CHART
     # Optuna dashboard: http://127.0.0.1:8080
 
 or the MLflow UI alone: .venv/bin/mlflow ui --backend-store-uri sqlite:///$(pwd)/mlflow.db

@@ -91,16 +91,17 @@ def test_presets_set_defaults_only_and_k_train_is_checked():
     cfg = apply_preset(NscnetConfig(preset="quality", epochs=7))
     assert cfg.epochs == 7 and cfg.kmeans_warm_start and cfg.final_reducer == "umap" and cfg.pretrain_epochs == 3
     assert apply_preset(NscnetConfig(preset="quality", pretrained_run="abc")).pretrain_epochs == 0  # no second pretraining
-    # a typed option wins even when it equals the class default (min_cluster_size 5, lr 1e-4)
+    # a typed option wins even when it equals the class default (pca_dim 256, lr 1e-4)
     from nscnet.cli import config_from_args
 
-    typed = apply_preset(config_from_args("nscnet", ["--preset", "quality", "--min_cluster_size", "5", "--lr", "1e-4"]))
-    assert (typed.min_cluster_size, typed.lr, typed.min_samples) == (5, 1e-4, 10)
-    assert typed.preset_keep == "lr,min_cluster_size"
+    typed = apply_preset(config_from_args("nscnet", ["--preset", "quality", "--pca_dim", "256", "--lr", "1e-4"]))
+    assert (typed.pca_dim, typed.lr, typed.embedding_dim) == (256, 1e-4, 128)
+    assert typed.preset_keep == "lr,pca_dim"
+    assert typed.min_cluster_size == 0 and typed.min_samples == 0  # sized from N (nscnet.defaults)
     # MLproject passes every parameter: nothing counts as typed there (name fields in preset_keep)
     assert apply_preset(config_from_args("nscnet", ["--mlproject", "--preset", "quality",
-                                                    "--min_cluster_size", "5"])).min_cluster_size == 50
-    assert apply_preset(NscnetConfig(preset="quality", preset_keep="min_cluster_size")).min_cluster_size == 5
+                                                    "--pca_dim", "256"])).pca_dim == 64
+    assert apply_preset(NscnetConfig(preset="quality", preset_keep="pca_dim")).pca_dim == 256
     assert apply_preset(NscnetConfig()) == NscnetConfig()
     assert needs_final_clustering(NscnetConfig(k=4, k_train=8)) and not needs_final_clustering(NscnetConfig())
     with pytest.raises(ConfigError, match="k_train=2"):

@@ -46,7 +46,15 @@ def _clustering(cfg: Any, algorithm: str | None = None) -> str:
 
 
 def default_name(cfg: Any, step: str) -> str:
-    """The run name of `step` for `cfg` (see the module docstring)."""
+    """The run name of `step` for `cfg` (see the module docstring); the step's name for a
+    config without the fields its name is made of."""
+    try:
+        return _name(cfg, step)
+    except AttributeError:
+        return step
+
+
+def _name(cfg: Any, step: str) -> str:
     if step == "basenet":
         return f"basenet {_reducer(cfg)} {_clustering(cfg)}"
     if step == "vaenet":

@@ -79,14 +79,26 @@ UI_PORT = 5000  # where `nscnet ui` serves the MLflow UI of a local store
 UI_QUERY = "workflowType=machine_learning"
 
 
+EXPERIMENT_NOTE = (
+    "nscnet runs: one per step, named by what ran (`basenet pca64 kmeans k=8`, `study demo-basenet #012 k=8`); "
+    "each run's description lists its data, N, headline metrics and links to its figures and exports.\n\n"
+    "Charts: in the charts view (the second button above the runs) type `silhouette` or `nmi_truth` into "
+    "*Search metric charts*; studies nest their trials under the study run (expand it with +).")
+
+
 def mark_training_experiment(experiment: Any) -> None:
-    """Tag an experiment (e.g. one `mlflow run` created) as model training, once."""
-    if experiment.tags.get(EXPERIMENT_KIND_TAG) == TRAINING_KIND:
-        return
-    try:
-        MlflowClient().set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, TRAINING_KIND)
-    except mlflow.exceptions.MlflowException as exc:  # e.g. no permission: the UI still works
-        log.debug("cannot tag experiment %s: %s", experiment.experiment_id, exc)
+    """Tag an experiment (e.g. one `mlflow run` created) as model training, once, and give it
+    a short description (its `mlflow.note.content`) when it has none."""
+    tags = {}
+    if experiment.tags.get(EXPERIMENT_KIND_TAG) != TRAINING_KIND:
+        tags[EXPERIMENT_KIND_TAG] = TRAINING_KIND
+    if not experiment.tags.get("mlflow.note.content"):
+        tags["mlflow.note.content"] = EXPERIMENT_NOTE
+    for key, value in tags.items():
+        try:
+            MlflowClient().set_experiment_tag(experiment.experiment_id, key, value)
+        except mlflow.exceptions.MlflowException as exc:  # e.g. no permission: the UI still works
+            log.debug("cannot tag experiment %s: %s", experiment.experiment_id, exc)
 
 
 def ui_base() -> str:

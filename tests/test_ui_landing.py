@@ -73,8 +73,15 @@ def test_nscnet_ui_address_opens_the_training_runs_charts(tracking, tmp_path, ml
     assert landing == f"{mlflow_server}/#/experiments/{experiment_id}/runs?workflowType=machine_learning" \
                       "&compareRunsMode=CHART"
     page = _dom(landing)
-    assert "silhouette" in page and "nmi_truth" in page, page[-2000:]
-    assert "basenet pca8 kmeans k=4" in page  # the run, by its name
-    # the bare experiment address in a fresh browser is the GenAI view: what the parameter fixes
+    # the training runs, by their names, and the metric charts (rendered as they scroll into view)
+    assert "basenet pca8 kmeans k=4" in page and "Search metric charts" in page, page[-2000:]
+    assert "Model metrics" in page and "Detect Issues" not in page
+    # the bare experiment address in a fresh browser opens the GenAI overview: what the parameter fixes
     bare = _dom(f"{mlflow_server}/#/experiments/{experiment_id}")
-    assert "nmi_truth" not in bare
+    assert "Detect Issues" in bare and "basenet pca8 kmeans k=4" not in bare
+    tags = T.get_run(metrics["run_id"])  # the experiment carries the kind tag and the how-to note
+    import mlflow
+
+    experiment = mlflow.get_experiment(tags.info.experiment_id)
+    assert experiment.tags[T.EXPERIMENT_KIND_TAG] == "custom_model_development"
+    assert "nmi_truth" in experiment.tags["mlflow.note.content"]

@@ -57,7 +57,7 @@ def fit_features(cfg: BasenetConfig, dataset: Dataset) -> tuple[np.ndarray, Pipe
         return reduced, notes["pipeline"]
     import umap  # heavy import (numba): only when asked for
 
-    n_neighbors = min(cfg.umap_neighbors, len(reduced) - 1)
+    n_neighbors = min(cfg.umap_neighbors or defaults.auto_umap_neighbors(len(reduced)), len(reduced) - 1)
     n_components = min(cfg.umap_dim, len(reduced) - 2) if len(reduced) > 3 else 1
     reducer = umap.UMAP(n_components=max(n_components, 1), n_neighbors=max(n_neighbors, 2),
                         min_dist=cfg.umap_min_dist, random_state=cfg.seed, n_jobs=1)

@@ -162,8 +162,11 @@ def umap_reduce(x: np.ndarray, cfg: Any) -> np.ndarray:
     """UMAP (umap_dim, umap_neighbors, umap_min_dist, seed of cfg) of x (N, d) -> (N, umap_dim) float32."""
     import umap  # heavy import (numba): only when asked for
 
+    from nscnet.defaults import auto_umap_neighbors
+
     n = len(x)
-    reducer = umap.UMAP(n_components=max(1, min(cfg.umap_dim, n - 2)), n_neighbors=max(2, min(cfg.umap_neighbors, n - 1)),
+    neighbors = cfg.umap_neighbors or auto_umap_neighbors(n)  # 0 = auto (a runner has resolved it already)
+    reducer = umap.UMAP(n_components=max(1, min(cfg.umap_dim, n - 2)), n_neighbors=max(2, min(neighbors, n - 1)),
                         min_dist=cfg.umap_min_dist, random_state=cfg.seed, n_jobs=1)
     return np.asarray(reducer.fit_transform(x), dtype=np.float32)
 

@@ -24,8 +24,9 @@ docs/clustering.md "Size-aware defaults"):
 | `batch_size` | capped at N |
 | `pretrain_epoch_size`, `epoch_size` | capped at N (0 keeps "all") |
 
-The study's K grid (`k_min`..`k_max`, powers of two) is cut to K <= N / 2 (`k_grid`), so a
-study on a small data set runs instead of failing at its first K > N.
+The study's K grid (`k_min`..`k_max`, powers of two) is cut to K <= N - 1 (`k_grid_bounds`:
+the largest K whose silhouette is defined), so a study on a small data set runs instead of
+failing at its first K > N; every K that ran before still runs.
 """
 
 from __future__ import annotations
@@ -60,22 +61,23 @@ def auto_umap_neighbors(n: int) -> int:
 
 
 def k_limit(n: int) -> int:
-    """The largest K a study's grid tries on N segments: two segments per cluster on average."""
-    return max(2, n // 2)
+    """The largest K a study's grid tries on N segments: N - 1, the largest K whose silhouette
+    is defined (at least 2)."""
+    return max(2, n - 1)
 
 
 def k_grid_bounds(k_min: int, k_max: int, n: int | None) -> tuple[int, int, str | None]:
     """(k_min, k_max) cut to what N segments allow, and a one-line notice when they were cut.
 
-    The grid keeps its powers of two up to K = N / 2; when even k_min is above that, the grid
+    The grid keeps its powers of two up to K = N - 1; when even k_min is above that, the grid
     starts at 2 instead.
 
     >>> k_grid_bounds(64, 2048, 7652)[:2]
     (64, 2048)
     >>> k_grid_bounds(64, 2048, 1303)[:2]
-    (64, 651)
+    (64, 1302)
     >>> k_grid_bounds(64, 2048, 30)[:2]
-    (2, 15)
+    (2, 29)
     """
     if n is None:
         return k_min, k_max, None
@@ -84,7 +86,7 @@ def k_grid_bounds(k_min: int, k_max: int, n: int | None) -> tuple[int, int, str 
         return k_min, k_max, None
     new_min = k_min if k_min <= limit else 2
     notice = (f"K grid cut to {new_min}..{limit} (was {k_min}..{k_max}): the data hold {n} segments, "
-              f"and K stays at most N/2 = {limit}")
+              f"and K stays at most N - 1 = {limit}")
     return new_min, limit, notice
 
 

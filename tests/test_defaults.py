@@ -42,8 +42,9 @@ def test_resolve_fills_auto_fields_keeps_given_ones_and_caps_batches():
 def test_study_k_grid_is_cut_to_the_data():
     assert defaults.k_grid_bounds(64, 2048, 7652) == (64, 2048, None)
     low, high, notice = defaults.k_grid_bounds(64, 2048, 1303)
-    assert (low, high) == (64, 651) and "1303 segments" in notice and "\n" not in notice
-    assert defaults.k_grid_bounds(64, 2048, 30)[:2] == (2, 15)
+    assert (low, high) == (64, 1302) and "1303 segments" in notice and "\n" not in notice
+    assert defaults.k_grid_bounds(64, 2048, 30)[:2] == (2, 29)
+    assert defaults.k_grid_bounds(2, 16, 30) == (2, 16, None)  # what ran before still runs
     StudyConfig(k_min=64, k_max=2048)  # the defaults stay valid configs
 
 

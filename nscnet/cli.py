@@ -128,7 +128,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"nscnet {step.name}: {exc}", file=sys.stderr)
         return 2
     try:
-        result = step.load()(cfg)
+        from tqdm.contrib.logging import logging_redirect_tqdm
+
+        with logging_redirect_tqdm():  # log lines lift the progress bars instead of cutting into them
+            result = step.load()(cfg)
     except (ConfigError, DataError, FileNotFoundError) as exc:
         if args.verbose:
             raise

@@ -214,6 +214,9 @@ def fit_clusters(features: np.ndarray, params: Any, *, k: int | None = None,
     n = len(x)
     if n < 2:
         raise DataError(f"clustering needs at least 2 segments, the data has {n}")
+    from nscnet.defaults import resolve
+
+    params = resolve(params, n)[0]  # auto (0) k, min_samples, min_cluster_size: from N (the runners log them)
     algorithm = params.algorithm
     if algorithm == "kmeans":
         k = params.k if k is None else k
@@ -235,9 +238,27 @@ def fit_clusters(features: np.ndarray, params: Any, *, k: int | None = None,
         raise ConfigError(f"algorithm={algorithm!r} is not one of kmeans, optics, hdbscan")
     labels = model.fit_predict(x).astype(np.int64)
     n_clusters, noise = _summary(labels)
-    if n_clusters == 0:
-        log.warning("%s with min_samples=%d labelled every segment noise", algorithm, min_samples)
+    warning = noise_warning(algorithm, n_clusters, noise, min_cluster_size=params.min_cluster_size,
+                            min_samples=min_samples)
+    if warning:
+        log.warning(warning)
     return ClusterResult(labels, None, None, n_clusters, noise)
+
+
+NOISE_WARN_SHARE = 0.5  # a density clustering calling more than this share noise is warned about
+
+
+def noise_warning(algorithm: str, n_clusters: int, noise: float, *, min_cluster_size: int,
+                  min_samples: int) -> str | None:
+    """The loud warning, with a suggestion, for a density clustering that is all (or mostly) noise."""
+    if n_clusters == 0:
+        head = f"ALL SEGMENTS ARE NOISE: {algorithm} found no cluster"
+    elif noise > NOISE_WARN_SHARE:
+        head = f"{noise:.0%} of the segments are noise: {algorithm} found {n_clusters} cluster(s)"
+    else:
+        return None
+    return (f"{head} (min_cluster_size={min_cluster_size}, min_samples={min_samples}); try smaller values "
+            "(0 = auto from N), or algorithm=kmeans with k set")
 
 
 def internal_metrics(features: np.ndarray, labels: np.ndarray, *, sample_size: int = 5000,

@@ -143,6 +143,7 @@ class StepConfig(Group):
     """Fields every entry point has."""
 
     experiment: str = param("nscnet", "MLflow experiment name (under `mlflow run`: give --experiment-name to it)")
+    run_name: str = param("", "MLflow run name (default: what ran, e.g. 'basenet pca64 kmeans k=8')")
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -239,19 +240,20 @@ class Cluster(Group):
     """One clustering (`nscnet.cluster.fit_clusters`)."""
 
     algorithm: str = param("kmeans", "clustering algorithm", choices=ALGORITHMS)
-    k: int = param(64, "number of clusters for k-means", search="pow2")
+    k: int = param(0, "number of clusters for k-means (0 = auto: sqrt(N/2), 2..64, N = segments)", search="pow2")
     n_init: int = param(3, "k-means restarts (k-means++ init)")
     kmeans_backend: str = param("auto", "k-means implementation", choices=("auto", "sklearn", "faiss"))
-    min_samples: int = param(5, "OPTICS / HDBSCAN min_samples")
-    min_cluster_size: int = param(5, "HDBSCAN (and OPTICS) min_cluster_size")
+    min_samples: int = param(0, "OPTICS / HDBSCAN min_samples (0 = auto: = min_cluster_size)")
+    min_cluster_size: int = param(0, "HDBSCAN (and OPTICS) min_cluster_size (0 = auto: sqrt(N)/2, at least 2)")
     optics_xi: float = param(0.05, "OPTICS xi: minimum steepness of a cluster boundary")
     optics_max_eps: float = param(0.0, "OPTICS max_eps: largest neighbourhood radius (0 = unbounded)")
     seed: int = param(0, "random seed")
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _check_positive(self, "k", "n_init", "min_samples", "min_cluster_size")
-        _check_positive(self, "optics_max_eps", allow_zero=True)
+        _check_positive(self, "n_init")
+        _check_positive(self, "k", "min_samples", "min_cluster_size", "optics_max_eps",
+                        allow_zero=True)  # 0 = auto (nscnet.defaults)
         if not 0 < self.optics_xi < 1:
             raise ConfigError(f"optics_xi={self.optics_xi!r} must be between 0 and 1")
 
@@ -274,7 +276,8 @@ class Sweep(Group):
 class Evaluate(Group):
     """What a clustering run scores, draws and exports (`nscnet.evaluate`)."""
 
-    silhouette_sample: int = param(5000, "silhouette on a seeded sample of this many points when N is larger")
+    silhouette_sample: int = param(5000, "silhouette on a seeded sample of this many points when N is larger "
+                                         "(all points below)")
     truth: bool = param(False, "score against the segments' reference labels (never used for fitting)")
     stability_runs: int = param(3, "label-free stability: re-cluster this many seeded 80% resamples and "
                                    "log the mean NMI with the full clustering (0 = off)")
@@ -305,13 +308,13 @@ class Umap(Group):
     final clustering, pretrain's evaluation clustering); used when that step's reducer is umap."""
 
     umap_dim: int = param(10, "UMAP output dimensions (when UMAP is the reducer)")
-    umap_neighbors: int = param(15, "UMAP n_neighbors (when UMAP is the reducer)")
+    umap_neighbors: int = param(0, "UMAP n_neighbors (when UMAP is the reducer; 0 = auto: sqrt(N), 2..15)")
     umap_min_dist: float = param(0.0, "UMAP min_dist (when UMAP is the reducer; 0 packs clusters tightly for HDBSCAN)")
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _check_positive(self, "umap_dim", "umap_neighbors")
-        _check_positive(self, "umap_min_dist", allow_zero=True)
+        _check_positive(self, "umap_dim")
+        _check_positive(self, "umap_neighbors", "umap_min_dist", allow_zero=True)
 
 
 UmapParams = Umap  # the earlier name, kept for callers
@@ -327,7 +330,7 @@ class Train(Group):
     """A training loop: its length, batches, optimizer, and resume of an interrupted run."""
 
     epochs: int = param(50, "maximum epochs")
-    batch_size: int = param(32, "batch size")
+    batch_size: int = param(32, "batch size (capped at N)")
     lr: float = param(1e-4, "Adam learning rate", search=(1e-4, 1e-3))
     resume: str = param("", "MLflow run id of an interrupted run to continue")
 
@@ -411,7 +414,7 @@ class Contrastive(Group):
                                "width): invariance to the neighbouring sounds a fixed-length cut takes in (0 = off)")
     gain: float = param(0.1, "largest gain change of a view, in image units (1 = the image's dB range)")
     noise: float = param(0.03, "standard deviation of the Gaussian noise added to a view")
-    epoch_size: int = param(0, "images per epoch, drawn at random (0 = all)")
+    epoch_size: int = param(0, "images per epoch, drawn at random (0 = all; capped at N)")
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -488,7 +491,7 @@ class NscnetConfig(Umap, Augment, Network, EarlyStop, Machine, Train, Evaluate, 
                                     "the DeepCluster epochs (0 = none); batch_size, device, amp and the network as "
                                     "here, the other contrastive settings (lr, temperature, views) as `pretrain`'s "
                                     "defaults")
-    pretrain_epoch_size: int = param(2048, "images per in-run contrastive epoch, drawn at random (0 = all)")
+    pretrain_epoch_size: int = param(2048, "images per in-run contrastive epoch, drawn at random (0 = all; capped at N)")
     k_train: int = param(0, "clusters of the per-epoch pseudo-labels (over-clustering; 0 = k); the final clustering uses k")
     kmeans_warm_start: bool = param(False, "start each epoch's k-means from the previous pseudo-labels' centroids",
                                     search=(False, True))
@@ -525,9 +528,10 @@ def with_network_defaults(cfg: NscnetConfig) -> NscnetConfig:
 
 @dataclass(frozen=True)
 @defaults(
-    k=Default(16, "clusters of the pretrained embeddings' evaluation clustering", search=None),
+    k=Default(0, "clusters of the pretrained embeddings' evaluation clustering (0 = auto: sqrt(N/2), 2..16)",
+              search=None),
     epochs=Default(20, "epochs of contrastive training"),
-    batch_size=Default(64, "images per batch (2 views each: 2 x batch_size - 2 negatives per image)"),
+    batch_size=Default(64, "images per batch (2 views each: 2 x batch_size - 2 negatives per image; capped at N)"),
     lr=Default(1e-3, search=None),
     pca_dim=Default(64, "PCA components before the evaluation clustering (0 = no PCA)", search=None),
     whiten=Default(False, "whiten the PCA components of the evaluation clustering", search=None),
@@ -540,6 +544,8 @@ def with_network_defaults(cfg: NscnetConfig) -> NscnetConfig:
 class PretrainConfig(Umap, Contrastive, Augment, Network, Machine, Train, Evaluate, Sweep, Cluster, Postprocess, Data,
                      StepConfig):
     """Self-supervised (SimCLR) pretraining of an embedding network; its embeddings are clustered too."""
+
+    _auto_k_usual = 16  # nscnet.defaults: auto k at most 16 here
 
     reducer: str = param("pca", "evaluation clustering: pca = the post-processing only; umap = UMAP to umap_dim "
                                 "after it (with algorithm=hdbscan: the best measured, docs/RESULTS.md)", choices=REDUCERS)
@@ -680,8 +686,8 @@ class StudyConfig(StepConfig):
     study_name: str = param("", "study name (default: <model>-<dataset folder name>)")
     objective: str = param("silhouette", "logged metric to optimise, e.g. silhouette or nmi_truth")
     direction: str = param("maximize", "optimisation direction", choices=("maximize", "minimize"))
-    k_min: int = param(64, "smallest K of the grid (powers of two)")
-    k_max: int = param(2048, "largest K of the grid (powers of two)")
+    k_min: int = param(64, "smallest K of the grid (powers of two; 2 when the data hold fewer than 2 x k_min segments)")
+    k_max: int = param(2048, "largest K of the grid (powers of two; cut to N/2 for N segments, with a notice)")
     refine_k: bool = param(True, "binary search of K between the best grid K and its better neighbour")
     truth: bool = param(False, "log the *_truth metrics of every trial")
     seed: int = param(0, "sampler seed")
@@ -703,8 +709,10 @@ class StudyConfig(StepConfig):
 
 @dataclass(frozen=True)
 class UiConfig(Group):
-    """MLflow UI and Optuna dashboard in one command (every experiment: no `experiment` field)."""
+    """MLflow UI and Optuna dashboard in one command."""
 
+    experiment: str = param("nscnet", "experiment whose training runs the printed MLflow UI address opens on (every "
+                                      "experiment is served; when none has this name: the latest one)")
     storage: str = param("", "Optuna storage (default: ./optuna.journal)")
     host: str = param("127.0.0.1", "address to bind; a non-loopback one needs --auth true or --expose true")
     mlflow_port: int = param(5000, "MLflow UI port")

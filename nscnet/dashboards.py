@@ -218,7 +218,8 @@ def run_ui(cfg: UiConfig) -> dict[str, str]:
             time.sleep(0.5)
         if logins is not None:
             access.ensure_viewer(f"http://{access.url_host(cfg.host)}:{cfg.mlflow_port}", logins)
-        print(f"MLflow UI:        {urls['mlflow']}", flush=True)
+        landing = tracking.ui_landing(cfg.experiment, urls["mlflow"])
+        print(f"MLflow UI:        {landing}", flush=True)
         print(f"Optuna dashboard: {urls['optuna-dashboard']}  (storage {mask_password(storage)})", flush=True)
         print(access.reach_line(cfg, logins), flush=True)
         print("Press Ctrl-C to stop both.", flush=True)

@@ -20,10 +20,9 @@ import time
 from typing import Any, Sequence
 
 import numpy as np
-from tqdm import tqdm
 
-from nscnet import plots, tracking
-from nscnet.cluster import ClusterResult, fit_clusters, internal_metrics, truth_metrics
+from nscnet import console, plots, tracking
+from nscnet.cluster import ClusterResult, fit_clusters, internal_metrics, noise_warning, truth_metrics
 from nscnet.export import write_exports
 from nscnet.postprocess import postprocess
 
@@ -69,6 +68,23 @@ def add_stability(processed: np.ndarray, result: ClusterResult, params: Any, met
     metrics["stability"] = value
     if value is not None:
         tracking.log_metrics({"stability": value}, step=step)
+
+
+NOISE_TAG = "nscnet.warning.noise"
+
+
+def flag_noise(result: ClusterResult, params: Any, n: int) -> None:
+    """Tag the active run (`nscnet.warning.noise`, shown in its description) when the final
+    clustering is all or mostly noise; `fit_clusters` has already logged the warning."""
+    if params.algorithm == "kmeans":
+        return
+    from nscnet.defaults import resolve
+
+    used = resolve(params, n)[0]
+    text = noise_warning(params.algorithm, result.n_clusters, result.noise_fraction,
+                         min_cluster_size=used.min_cluster_size, min_samples=used.min_samples)
+    if text:
+        tracking.set_tags({NOISE_TAG: text})
 
 
 def sweep_of(params: Any) -> tuple[str, tuple[int, ...]] | None:
@@ -150,7 +166,7 @@ def evaluate_and_log(features: np.ndarray, dataset: Any, params: Any, *, embeddi
     else:
         name, values = sweep
         rows, results = [], []
-        for value in tqdm(values, desc=f"sweep {name}", unit=name):
+        for value in console.bar(values, desc=f"sweep {name}", unit=name):
             result = fit_clusters(processed, params, **{name: value})
             row = score(processed, result, params, truth)
             tracking.log_metrics(row, step=value)  # the swept value is the step
@@ -168,6 +184,7 @@ def evaluate_and_log(features: np.ndarray, dataset: Any, params: Any, *, embeddi
         tracking.log_params({f"selected_{name}": values[best]})
         metrics[f"selected_{name}"] = values[best]
 
+    flag_noise(result, params, len(processed))
     add_stability(processed, result, params, metrics, step=step)
     metrics["cluster_seconds"] = time.perf_counter() - started
     tracking.log_metrics({"cluster_seconds": metrics["cluster_seconds"]}, step=step)

@@ -24,12 +24,14 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         # benchmarks/quality.py "nscnet --preset quality": SimCLR pretraining of a small CNN inside
         # the run (3 epochs of 2,048 images, `pretrain`'s default views with edge masks), no
         # DeepCluster epoch (one, even at lr 1e-4, lowered nmi_truth from 0.871 to 0.851), then
-        # UMAP 10 + HDBSCAN of the learned embeddings (docs/RESULTS.md). With --epochs N the
+        # UMAP 10 + HDBSCAN of the learned embeddings (docs/RESULTS.md), min_cluster_size and
+        # min_samples from N (nscnet.defaults: sqrt(N)/2, 44 at 7,652 segments; the constants
+        # 50 / 10 left small sets all noise, issue 13). With --epochs N the
         # DeepCluster epochs use the levers below (warm start, re-seeding, lr 1e-3).
         "quality": {"backbone": "small_cnn", "embedding_dim": 128, "pca_dim": 64, "batch_size": 64,
                     "pretrain_epochs": 3, "pretrain_epoch_size": 2048, "epochs": 0,
                     "lr": 1e-3, "kmeans_warm_start": True, "reseed_empty": True, "final_reducer": "umap",
-                    "final_algorithm": "hdbscan", "min_cluster_size": 50, "min_samples": 10},
+                    "final_algorithm": "hdbscan"},
     },
 }
 

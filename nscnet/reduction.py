@@ -21,9 +21,13 @@ import numpy as np
 
 def umap_params(n: int, cfg: Any) -> dict[str, Any]:
     """umap.UMAP settings of cfg (umap_dim, umap_neighbors, umap_min_dist, seed) for n points:
-    at most n - 2 dimensions and n - 1 neighbours (at least 1 and 2)."""
+    at most n - 2 dimensions and n - 1 neighbours (at least 1 and 2); umap_neighbors 0 = auto
+    (`nscnet.defaults.auto_umap_neighbors`; a runner has usually resolved it already)."""
+    from nscnet.defaults import auto_umap_neighbors
+
+    neighbors = cfg.umap_neighbors or auto_umap_neighbors(n)
     return {"n_components": int(max(1, min(cfg.umap_dim, n - 2))),
-            "n_neighbors": int(max(2, min(cfg.umap_neighbors, n - 1))),
+            "n_neighbors": int(max(2, min(neighbors, n - 1))),
             "min_dist": float(cfg.umap_min_dist), "random_state": int(cfg.seed)}
 
 

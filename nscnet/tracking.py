@@ -145,6 +145,7 @@ def setup(experiment: str) -> str:
     found = mlflow.get_experiment_by_name(experiment)
     if found is not None:
         experiment_id = found.experiment_id
+        mark_training_experiment(found)
     else:
         root = _artifact_root(uri)
         location = f"{root}/{experiment}" if root else None
@@ -156,6 +157,94 @@ def setup(experiment: str) -> str:
             experiment_id = mlflow.get_experiment_by_name(experiment).experiment_id
     mlflow.set_experiment(experiment_id=experiment_id)
     return experiment_id
+
+
+TRAINING_KIND = "custom_model_development"
+UI_PORT = 5000  # where `nscnet ui` serves the MLflow UI of a local store
+# MLflow 3.17's UI picks what an experiment opens on from a browser-wide "workflow type"
+# (localStorage `mlflow.workflowType`, "genai" in a fresh browser), not from the experiment's
+# kind tag; the `workflowType` URL parameter overrides it, and the UI keeps it while one moves
+# between an experiment's tabs. The tag is still set: older 3.x UIs and the API read it.
+UI_QUERY = "workflowType=machine_learning"
+
+
+EXPERIMENT_NOTE = (
+    "nscnet runs: one per step, named by what ran (`basenet pca64 kmeans k=8`, `study demo-basenet #012 k=8`); "
+    "each run's description lists its data, N, headline metrics and links to its figures and exports.\n\n"
+    "Charts: in the charts view (the second button above the runs) type `silhouette` or `nmi_truth` into "
+    "*Search metric charts*; studies nest their trials under the study run (expand it with +).")
+
+
+def mark_training_experiment(experiment: Any) -> None:
+    """Tag an experiment (e.g. one `mlflow run` created) as model training, once, and give it
+    a short description (its `mlflow.note.content`) when it has none."""
+    tags = {}
+    if experiment.tags.get(EXPERIMENT_KIND_TAG) != TRAINING_KIND:
+        tags[EXPERIMENT_KIND_TAG] = TRAINING_KIND
+    if not experiment.tags.get("mlflow.note.content"):
+        tags["mlflow.note.content"] = EXPERIMENT_NOTE
+    for key, value in tags.items():
+        try:
+            MlflowClient().set_experiment_tag(experiment.experiment_id, key, value)
+        except mlflow.exceptions.MlflowException as exc:  # e.g. no permission: the UI still works
+            log.debug("cannot tag experiment %s: %s", experiment.experiment_id, exc)
+
+
+def ui_base() -> str:
+    """The MLflow UI's address: the tracking server, or where `nscnet ui` serves a local store."""
+    uri = tracking_uri()
+    return uri.rstrip("/") if uri.startswith("http") else f"http://127.0.0.1:{UI_PORT}"
+
+
+def experiment_page(experiment_id: str, *, charts: bool = False) -> str:
+    """Path (after the UI's address) of an experiment's training runs, optionally as charts."""
+    mode = "&compareRunsMode=CHART" if charts else ""
+    return f"/#/experiments/{experiment_id}/runs?{UI_QUERY}{mode}"
+
+
+def run_link(experiment_id: str, run_id: str, base: str | None = None) -> str:
+    """The address of a run's page in the MLflow UI (`ui_base()` unless `base` is given)."""
+    return f"{(base or ui_base()).rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}?{UI_QUERY}"
+
+
+def ui_landing(experiment: str, base: str | None = None) -> str:
+    """Where `nscnet ui` sends the browser: the charts of `experiment`'s training runs (every
+    experiment of the store is tagged as model training first, `mark_training_experiment`);
+    when there is no experiment of that name, the one updated last; with none, the list."""
+    mlflow.set_tracking_uri(tracking_uri())
+    base = (base or ui_base()).rstrip("/")
+    experiments = MlflowClient().search_experiments()
+    for each in experiments:
+        mark_training_experiment(each)
+    found = next((e for e in experiments if e.name == experiment), None)
+    if found is None:
+        found = max(experiments, key=lambda e: (e.experiment_id != "0", e.last_update_time or 0), default=None)
+    if found is None:
+        return f"{base}/#/experiments?{UI_QUERY}"
+    return base + experiment_page(found.experiment_id, charts=True)
+
+
+NOTE_TAG = "mlflow.note.content"
+NOTE_AUTO_TAG = "nscnet.note_auto"
+
+
+def _describe_run(run_id: str, step: str) -> None:
+    """Write the run's description (`nscnet.runinfo.note`) unless the user wrote one."""
+    from nscnet.runinfo import note
+
+    client = MlflowClient()
+    run = client.get_run(run_id)
+    tags = run.data.tags
+    if tags.get(NOTE_TAG) and not tags.get(NOTE_AUTO_TAG):
+        return  # the user's own description stays
+    artifacts = [a.path for a in client.list_artifacts(run_id)]
+    if "figures" in artifacts:
+        artifacts += [a.path for a in client.list_artifacts(run_id, "figures")]
+    link = f"#/experiments/{run.info.experiment_id}/runs/{run_id}"  # relative: works on any UI address
+    text = note(name=run.info.run_name or step, step=step, params=run.data.params, metrics=run.data.metrics,
+                tags=tags, artifacts=artifacts, run_link=link)
+    client.set_tag(run_id, NOTE_TAG, text)
+    client.set_tag(run_id, NOTE_AUTO_TAG, "true")
 
 
 @contextlib.contextmanager
@@ -178,7 +267,9 @@ def start_run(cfg: Any, step: str, *, run_id: str | None = None, nested: bool = 
         # Launched by `mlflow run`: continue the run it created, in that run's experiment.
         connect()
         experiment_id = MlflowClient().get_run(project_run).info.experiment_id
-        name = mlflow.get_experiment(experiment_id).name
+        experiment = mlflow.get_experiment(experiment_id)
+        mark_training_experiment(experiment)
+        name = experiment.name
         if name != cfg.experiment:
             log.info("running under `mlflow run`: logging to its experiment %r (pass "
                      "--experiment-name %s to mlflow run to choose it)", name, cfg.experiment)
@@ -201,7 +292,11 @@ def start_run(cfg: Any, step: str, *, run_id: str | None = None, nested: bool = 
     kwargs: dict[str, Any] = dict(run_id=run_id or None, nested=nested, log_system_metrics=system_metrics,
                                   tags={k: str(v) for k, v in all_tags.items()})
     if not run_id:
-        kwargs["run_name"] = run_name
+        from nscnet.runinfo import default_name
+
+        run_name = run_name or getattr(cfg, "run_name", "") or default_name(cfg, step)
+        if not project_run:  # `mlflow run` named its run already (see below)
+            kwargs["run_name"] = run_name
     if active is not None and not nested and active.info.run_id != run_id:
         kwargs["nested"] = True  # called from inside another step's run (a study trial, a demo)
     with mlflow.start_run(**kwargs) as run:
@@ -209,10 +304,19 @@ def start_run(cfg: Any, step: str, *, run_id: str | None = None, nested: bool = 
         _last_started = run.info.run_id
         if not run_id and not project_run:
             _params_seen[run.info.run_id] = {}  # a new run: no params yet, no need to ask the store
+        if project_run and run_name:
+            from nscnet.runinfo import RANDOM_NAME
+
+            if getattr(cfg, "run_name", "") or RANDOM_NAME.match(run.info.run_name or ""):
+                mlflow.set_tag("mlflow.runName", run_name)  # `mlflow run` named it at random
         try:
             if log_config and not run_id:
                 log_params(to_params(cfg))
             yield run
+            try:
+                _describe_run(run.info.run_id, step)
+            except Exception as exc:  # a description must never fail the run it describes
+                log.warning("run description not written: %s", str(exc).splitlines()[0][:200])
         except KeyboardInterrupt:
             mlflow.end_run(status="KILLED")
             raise

@@ -39,7 +39,6 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Sampler
-from tqdm.auto import tqdm
 
 from nscnet import tracking
 from nscnet.config import ConfigError, DataError
@@ -181,10 +180,10 @@ def make_loader(dataset: Any, *, batch_size: int, num_workers: int, device: torc
 
 
 def progress(iterable: Iterable, *, desc: str, total: int | None = None, unit: str = "batch") -> Iterable:
-    """A tqdm progress bar that disappears when done (off when NSCNET_PROGRESS=0)."""
-    disable = os.environ.get("NSCNET_PROGRESS", "1") == "0"
-    return tqdm(iterable, desc=desc, total=total, unit=unit, leave=False, dynamic_ncols=True,
-                mininterval=1.0, disable=disable)
+    """A tqdm progress bar that disappears when done; on a terminal only (`nscnet.console`)."""
+    from nscnet.console import bar
+
+    return bar(iterable, desc=desc, total=total, unit=unit, leave=False, dynamic_ncols=True, mininterval=1.0)
 
 
 # ------------------------------------------------------------------------------ RNG states

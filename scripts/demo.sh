@@ -33,8 +33,8 @@ Demo done. Runs are in the MLflow store $(pwd)/mlflow.db (experiment "$NSCNET_EX
 the study in $(pwd)/optuna.journal, the comparison page of all runs in $(pwd)/demo/comparison.html.
 Open both dashboards with:
 
-    .venv/bin/nscnet ui
-    # MLflow UI:        http://127.0.0.1:5000
+    .venv/bin/nscnet ui --experiment $NSCNET_EXPERIMENT
+    # MLflow UI:        http://127.0.0.1:5000/#/experiments/<id>/runs?workflowType=machine_learning&compareRunsMode=CHART
     # Optuna dashboard: http://127.0.0.1:8080
 
 or the MLflow UI alone: .venv/bin/mlflow ui --backend-store-uri sqlite:///$(pwd)/mlflow.db

@@ -42,7 +42,7 @@ def test_cli_accepts_underscore_and_dash_spellings_and_booleans():
     "cls, changes, word",
     [
         (C.BasenetConfig, {"algorithm": "dbscan"}, "dbscan"),
-        (C.BasenetConfig, {"k": 0}, "k=0"),
+        (C.BasenetConfig, {"k": -1}, "k=-1"),  # 0 is auto (nscnet.defaults)
         (C.PreprocessConfig, {"highpass_hz": 20000, "sample_rate": 22050}, "highpass_hz=20000"),
         (C.StudyConfig, {"k_min": 128, "k_max": 64}, "k_min=128"),
         (C.VaenetConfig, {"k_values": (4, -1)}, "k_values"),

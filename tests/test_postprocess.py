@@ -49,9 +49,10 @@ def test_pca_dim_is_clamped_to_samples_and_features_and_said_so(caplog):
     assert "clamped to 9" in caplog.text
 
 
-def test_whitening_close_to_n_components_is_warned_about():
+def test_whitening_close_to_n_components_is_clamped_and_warned_about():
     out, notes = postprocess(data(n=50, d=60), PostprocessParams(pca_dim=49, whiten=True, l2=True))
-    assert "equally far" in notes["warning"]
+    assert "equally far" in notes["warning"] and "clamped to 12" in notes["warning"]
+    assert out.shape == (50, 12) and notes["pca_dim_used"] == 12 and notes["pca_clamped"]
     assert np.isfinite(out).all()
     _, notes = postprocess(data(n=500, d=60), PostprocessParams(pca_dim=49, whiten=True))
     assert "warning" not in notes

@@ -95,7 +95,8 @@ def test_presets_are_a_defaults_layer_under_the_given_values_and_k_train_is_chec
     assert presets.config("nscnet", "quality", pretrained_run="abc").pretrain_epochs == 0  # no second pretraining
     # a given value wins even when it equals the built-in default (min_cluster_size 5, lr 1e-4)
     typed = config_from_args("nscnet", ["--preset", "quality", "--min_cluster_size", "5", "--lr", "1e-4"])
-    assert (typed.min_cluster_size, typed.lr, typed.min_samples, typed.backbone) == (5, 1e-4, 10, "small_cnn")
+    assert (typed.min_cluster_size, typed.lr, typed.min_samples, typed.backbone) == (5, 1e-4, 0, "small_cnn")
+    assert cfg.min_cluster_size == 0 and cfg.min_samples == 0  # the preset leaves them to N (nscnet.defaults)
     assert typed == presets.config("nscnet", "quality", min_cluster_size=5, lr=1e-4)
     assert config_from_args("nscnet", []) == NscnetConfig() == presets.config("nscnet", "paper")
     # every field of the preset given (what `mlflow run -P preset=quality` on the plain entry point does): refused

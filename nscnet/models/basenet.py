@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from nscnet import tracking
+from nscnet import console, defaults, tracking
 from nscnet.config import BasenetConfig, DataError, replace
 from nscnet.dataset import Dataset, read_dataset
 from nscnet.evaluate import evaluate_and_log
@@ -73,7 +73,8 @@ def run_basenet(cfg: BasenetConfig, *, features: np.ndarray | None = None) -> di
     features: the output of `compute_features(cfg, dataset)` when the caller has it cached.
     """
     dataset = read_dataset(cfg.data)
-    with tracking.start_run(cfg, "basenet") as run:
+    cfg, tags = defaults.for_data(cfg, len(dataset))
+    with tracking.start_run(cfg, "basenet", tags=tags) as run:
         if cfg.truth:
             dataset.truth()  # no labels: fail before the expensive part
         tracking.log_params({"n_segments": len(dataset), "image_shape": "x".join(map(str, dataset.image_shape))})
@@ -89,5 +90,5 @@ def run_basenet(cfg: BasenetConfig, *, features: np.ndarray | None = None) -> di
                                    save_model="basenet" if chain is not None else "", feature_chain=chain or ())
         metrics["run_id"] = run.info.run_id
     shown = {k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items() if v is not None}
-    print("basenet:", ", ".join(f"{k}={v}" for k, v in shown.items()))
+    console.say("basenet: " + ", ".join(f"{k}={v}" for k, v in shown.items()))
     return metrics

@@ -23,10 +23,10 @@ import torch
 import torch.nn.functional as F
 from sklearn.metrics import normalized_mutual_info_score
 
-from nscnet import plots, tracking, training
+from nscnet import console, defaults, plots, tracking, training
 from nscnet.config import NETWORK_DEFAULTS, ConfigError, DataError, NscnetConfig, replace, with_network_defaults
 from nscnet.dataset import Dataset, TorchImages, read_dataset
-from nscnet.evaluate import add_stability, log_exports, log_figures, score
+from nscnet.evaluate import add_stability, flag_noise, log_exports, log_figures, score
 from nscnet.models import levers
 from nscnet.models.arcface import make_head
 from nscnet.models.backbones import Embedder, load_backbone_weights
@@ -178,8 +178,9 @@ def run_nscnet(cfg: NscnetConfig) -> dict[str, Any]:
         pretrained = pretrained_network(cfg.pretrained_run)
         cfg = resolve_network(cfg, pretrained)
     cfg = with_network_defaults(cfg)  # what is still empty: the built-in network
-    k_train = levers.training_k(cfg)
     dataset = read_dataset(cfg.data)
+    cfg, tags = defaults.for_data(cfg, len(dataset))  # auto k, min_cluster_size, ...: from N (a resumed run has them)
+    k_train = levers.training_k(cfg)
     if pretrained is not None and tuple(pretrained["image_shape"]) != tuple(dataset.image_shape):
         log.warning("pretrained_run %s was trained on %s images, %s holds %s: the network runs on any size, but "
                     "its features were learned at the other", cfg.pretrained_run,
@@ -191,7 +192,7 @@ def run_nscnet(cfg: NscnetConfig) -> dict[str, Any]:
     training.configure_cpu_determinism(device)
     training.configure_threads(cfg.threads)
 
-    with tracking.start_run(cfg, STEP, run_id=cfg.resume or None) as run:
+    with tracking.start_run(cfg, STEP, run_id=cfg.resume or None, tags=tags) as run:
         state = training.resume_state(cfg.resume) if cfg.resume else None
         if not cfg.resume:
             training.log_run_config(cfg)
@@ -274,9 +275,9 @@ def run_nscnet(cfg: NscnetConfig) -> dict[str, Any]:
             metrics.update(train_loss=train_loss, images_per_second=seen / max(train_seconds, 1e-9),
                            epoch_seconds=time.perf_counter() - started)
             tracking.log_metrics(metrics, step=epoch)
-            print(f"nscnet epoch {epoch}: " + ", ".join(
+            console.say(f"nscnet epoch {epoch}: " + ", ".join(
                 f"{k}={metrics[k]:.4g}" for k in ("train_loss", "nmi_prev", "silhouette", "nmi_truth")
-                if metrics.get(k) is not None), flush=True)
+                if metrics.get(k) is not None))
             previous = pseudo_labels
             checkpointer.save({"epoch": epoch + 1, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                                "scaler": precision.state_dict(), "stopper": stopper.state_dict(),
@@ -289,6 +290,7 @@ def run_nscnet(cfg: NscnetConfig) -> dict[str, Any]:
             processed, result, final_params, chain = levers.fit_final_clustering(features, cfg)
             pseudo_labels = result.labels
             metrics = score(processed, result, final_params, truth)
+            flag_noise(result, final_params, len(processed))
             if (pseudo_labels >= 0).any():
                 metrics.update(size_metrics(pseudo_labels[pseudo_labels >= 0], int(pseudo_labels.max()) + 1))
             tracking.log_metrics(metrics, step=epoch)
@@ -301,7 +303,7 @@ def run_nscnet(cfg: NscnetConfig) -> dict[str, Any]:
         final.update(epochs_trained=epoch, run_id=run.info.run_id)
         tracking.log_metrics({"epochs_trained": epoch})
     shown = {k: round(v, 4) if isinstance(v, float) else v for k, v in final.items() if v is not None}
-    print("nscnet:", ", ".join(f"{k}={v}" for k, v in shown.items()))
+    console.say("nscnet: " + ", ".join(f"{k}={v}" for k, v in shown.items()))
     return final
 
 

@@ -31,7 +31,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from nscnet import tracking, training
+from nscnet import console, defaults, tracking, training
 from nscnet.config import DataError, Machine, Network, PretrainConfig, replace
 from nscnet.dataset import TorchImages, read_dataset
 from nscnet.evaluate import evaluate_and_log
@@ -130,7 +130,7 @@ def contrastive_training(model: nn.Module, cfg: PretrainConfig, images: TorchIma
         losses.append(loss)
         tracking.log_metrics({f"{prefix}train_loss": loss, f"{prefix}epoch_seconds": seconds,
                               f"{prefix}images_per_second": seen / max(seconds, 1e-9)}, step=epoch)
-        print(f"pretrain epoch {epoch}: train_loss={loss:.4g}", flush=True)
+        console.say(f"pretrain epoch {epoch}: train_loss={loss:.4g}")
         if checkpointer is not None:
             checkpointer.save({"epoch": epoch + 1, "model": model.state_dict(), "projection": projection.state_dict(),
                                "optimizer": optimizer.state_dict(), "scaler": precision.state_dict(),
@@ -191,12 +191,13 @@ def run_pretrain(cfg: PretrainConfig) -> dict[str, Any]:
         cfg = training.resume_config(cfg.resume, STEP, PretrainConfig, resume=cfg.resume, device=cfg.device,
                                      amp=cfg.amp, num_workers=cfg.num_workers, threads=cfg.threads)
     dataset = read_dataset(cfg.data)
+    cfg, tags = defaults.for_data(cfg, len(dataset))
     if cfg.truth:
         dataset.truth()  # scoring only; fail early without labels
     device = training.choose_device(cfg.device)
     training.configure_cpu_determinism(device)
     training.configure_threads(cfg.threads)
-    with tracking.start_run(cfg, STEP, run_id=cfg.resume or None) as run:
+    with tracking.start_run(cfg, STEP, run_id=cfg.resume or None, tags=tags) as run:
         state = training.resume_state(cfg.resume) if cfg.resume else None
         if not cfg.resume:
             training.log_run_config(cfg)
@@ -224,7 +225,7 @@ def run_pretrain(cfg: PretrainConfig) -> dict[str, Any]:
         metrics.update(train_loss=losses[-1] if losses else None, first_loss=losses[0] if losses else None,
                        run_id=run.info.run_id)
     shown = {k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items() if v is not None}
-    print("pretrain:", ", ".join(f"{k}={v}" for k, v in shown.items()))
+    console.say("pretrain: " + ", ".join(f"{k}={v}" for k, v in shown.items()))
     return metrics
 
 

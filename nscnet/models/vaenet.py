@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch.utils.data import Sampler
 
-from nscnet import tracking
+from nscnet import console, defaults, tracking
 from nscnet.config import DataError, VaenetConfig
 from nscnet.dataset import TorchImages, read_dataset
 from nscnet.evaluate import evaluate_and_log
@@ -176,6 +176,7 @@ def run_vaenet(cfg: VaenetConfig) -> dict[str, Any]:
         cfg = resume_config(cfg.resume, STEP, VaenetConfig, resume=cfg.resume, device=cfg.device,
                             amp=cfg.amp, num_workers=cfg.num_workers, threads=cfg.threads)
     dataset = read_dataset(cfg.data)
+    cfg, tags = defaults.for_data(cfg, len(dataset))  # auto k, ...: from N (a resumed run has them already)
     if cfg.truth:
         dataset.truth()  # no reference labels: fail before training, not after
     device = choose_device(cfg.device)
@@ -184,7 +185,7 @@ def run_vaenet(cfg: VaenetConfig) -> dict[str, Any]:
     precision = Precision(device, cfg.amp)
     train_rows, val_rows = split_indices(len(dataset), cfg.val_fraction, cfg.seed)
 
-    with tracking.start_run(cfg, STEP, run_id=cfg.resume or None) as run:
+    with tracking.start_run(cfg, STEP, run_id=cfg.resume or None, tags=tags) as run:
         checkpointer = Checkpointer(run.info.run_id)
         state = resume_state(cfg.resume) if cfg.resume else None
         if not cfg.resume:
@@ -262,5 +263,5 @@ def run_vaenet(cfg: VaenetConfig) -> dict[str, Any]:
         result = evaluate_and_log(features, dataset, cfg, embeddings=features, save_model=STEP, network=model,
                                   model_extra={"amp": cfg.amp})
     shown = {k: round(v, 4) if isinstance(v, float) else v for k, v in result.items() if v is not None}
-    print(f"vaenet: {epochs_done} epochs, " + ", ".join(f"{k}={v}" for k, v in shown.items()))
+    console.say(f"vaenet: {epochs_done} epochs, " + ", ".join(f"{k}={v}" for k, v in shown.items()))
     return {"run_id": run.info.run_id, "epochs_trained": epochs_done, **result}

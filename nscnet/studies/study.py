@@ -23,9 +23,8 @@ from typing import Any, Callable
 
 import numpy as np
 import optuna
-from tqdm import tqdm
 
-from nscnet import presets, tracking
+from nscnet import console, defaults, presets, tracking
 from nscnet.config import Cluster, ConfigError, Evaluate, StudyConfig, Sweep, field_type, fields, replace, to_params
 from nscnet.dataset import read_dataset
 from nscnet.locks import exclusive
@@ -96,7 +95,7 @@ class FeatureCache:
         if self.feature_fields is not None:
             relevant = {k: params[k] for k in self.feature_fields if k in params}
         else:
-            relevant = {k: v for k, v in params.items() if k not in CLUSTER_ONLY and k != "experiment"}
+            relevant = {k: v for k, v in params.items() if k not in CLUSTER_ONLY and k not in ("experiment", "run_name")}
         relevant["dataset"] = self.fingerprint
         return hashlib.sha256(json.dumps(relevant, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
@@ -164,7 +163,8 @@ def log_summary(study: optuna.Study, cfg: StudyConfig) -> dict[str, Any]:
                        best_run_id=best.user_attrs.get("mlflow_run_id", ""))
         tracking.log_metrics({f"best_{cfg.objective}": best.value, "best_trial": best.number})
         tracking.log_params({f"best_{k}": v for k, v in best.params.items()})
-        tracking.set_tags({"nscnet.best_run_id": summary["best_run_id"]})
+        tracking.set_tags({"nscnet.best_run_id": summary["best_run_id"], "nscnet.best_trial": best.number,
+                           "nscnet.best_run_url": best.user_attrs.get("mlflow_run_url", "")})
     tracking.log_dict(summary, "study_summary.json")
     figures = {"optimization_history": optuna.visualization.plot_optimization_history,
                "param_importances": optuna.visualization.plot_param_importances,
@@ -213,6 +213,14 @@ def run_study(cfg: StudyConfig) -> dict[str, Any]:
     study = optuna.create_study(study_name=study_name, storage=storage, direction=cfg.direction,
                                 load_if_exists=True, sampler=optuna.samplers.RandomSampler(seed=cfg.seed))
     study.set_user_attr("objective", cfg.objective)
+    study.set_metric_names([cfg.objective])  # the dashboard's name of the objective, not "Objective 0"
+    n_segments = len(read_dataset(cfg.data))
+    k_min, k_max, notice = defaults.k_grid_bounds(cfg.k_min, cfg.k_max, n_segments)
+    auto_tags = {}
+    if notice:  # the paper's grid (64..2048) on a smaller data set: cut, never a failing trial
+        log.warning(notice)
+        auto_tags[defaults.AUTO_TAG] = notice
+        cfg = replace(cfg, k_min=k_min, k_max=k_max)
     features = _features_for(cfg, base, study_name)
     run_trial = worker.mlflow_trial_runner(step.load(), base, study_name=study_name, features=features)
     plan = make_plan(cfg, run_trial)
@@ -223,7 +231,8 @@ def run_study(cfg: StudyConfig) -> dict[str, Any]:
     png_before = os.environ.get(tracking.PNG_ENV)
     os.environ[tracking.PNG_ENV] = str(cfg.figure_png).lower()
     try:
-        summary = _work_in_parent_run(cfg, study, plan, storage, features, masked, study_name, worker_name, started)
+        summary = _work_in_parent_run(cfg, study, plan, storage, features, masked, study_name, worker_name, started,
+                                      auto_tags)
     finally:
         if png_before is None:
             os.environ.pop(tracking.PNG_ENV, None)
@@ -236,13 +245,14 @@ def run_study(cfg: StudyConfig) -> dict[str, Any]:
     return summary
 
 
-def _work_in_parent_run(cfg, study, plan, storage, features, masked, study_name, worker_name, started) -> dict[str, Any]:
-    with tracking.start_run(masked, "study", run_name=f"study {study_name} ({worker_name})",
+def _work_in_parent_run(cfg, study, plan, storage, features, masked, study_name, worker_name, started,
+                        auto_tags=None) -> dict[str, Any]:
+    with tracking.start_run(masked, "study", run_name=cfg.run_name or f"study {study_name} ({worker_name})",
                             tags={"nscnet.study": study_name, "nscnet.worker": worker_name,
-                                  "optuna.study_name": study_name}):
+                                  "optuna.study_name": study_name, **(auto_tags or {})}):
         tracking.log_params({"grid_points": len(plan.grid),
                              "search_space": ",".join(d.name for d in plan.dims)})
-        with tqdm(total=cfg.n_trials, desc=f"study {study_name}", unit="trial") as progress:
+        with console.bar(total=cfg.n_trials, desc=f"study {study_name}", unit="trial") as progress:
             ran = worker.work(study, plan, storage, timeout_s=cfg.timeout, sampler_seed=cfg.seed,
                               progress=progress)
         elapsed = time.perf_counter() - started

@@ -263,12 +263,28 @@ def _run_one(study: optuna.Study, plan: Plan, storage: Any, base_sampler: Any) -
     return 1
 
 
+def _dashboard_note(trial: Any, markdown: str) -> None:
+    """The trial's note in optuna-dashboard (Markdown: the link is clickable there), when installed."""
+    try:
+        from optuna_dashboard import save_note
+    except ImportError:
+        return
+    try:
+        save_note(trial, markdown)
+    except Exception as exc:  # a note must not fail the trial
+        log.debug("dashboard note not saved: %s", exc)
+
+
 def mlflow_trial_runner(runner: Callable[..., dict], base_cfg: Any, *, study_name: str,
                         features: Callable[[Any], Any] | None) -> Callable[[dict[str, Any], Any], dict[str, float]]:
     """A `run_trial` that calls the model's runner (which opens the nested MLflow run) and tags it."""
 
     def run_trial(params: dict[str, Any], trial: Any) -> dict[str, float]:
+        from nscnet.runinfo import trial_name
+
         cfg = replace(base_cfg, **params)
+        if not base_cfg.run_name:
+            cfg = replace(cfg, run_name=trial_name(study_name, trial.number, params))
         kwargs = {"features": features(cfg)} if features is not None else {}
         previous_run = tracking.last_run_id()
         model_start = time.perf_counter()
@@ -281,6 +297,9 @@ def mlflow_trial_runner(runner: Callable[..., dict], base_cfg: Any, *, study_nam
         run_id = tracking.last_run_id()
         if run_id and run_id != previous_run:
             trial.set_user_attr("mlflow_run_id", run_id)
+            url = tracking.run_link(tracking.get_run(run_id).info.experiment_id, run_id)
+            trial.set_user_attr("mlflow_run_url", url)
+            _dashboard_note(trial, f"MLflow run [{cfg.run_name or run_id}]({url}) (`{run_id}`)")
             tracking.tag_run(run_id, {"optuna.study_name": study_name, "optuna.trial_number": trial.number,
                                       "nscnet.study_phase": trial.user_attrs.get(PHASE, "")})
         if failed is not None:

@@ -1,0 +1,157 @@
+"""Defaults that depend on the data, resolved against it before a step's run opens.
+
+A config field documented as "0 = auto" gets its value here from N, the number of segments
+(and from K when the user gave one); a few others are capped at what N allows. Pure
+functions, no MLflow. The convention, the same for every step:
+
+- the run's MLflow **param holds the value used** (`min_cluster_size=3`, not 0), so runs on
+  data of different sizes compare in the UI as they ran;
+- the tag **`nscnet.auto`** lists every field resolved here with its rule, e.g.
+  `k=4 (auto: sqrt(N/2), at most 64; N=30); min_cluster_size=3 (auto: sqrt(N)/2, ...)`; in a
+  run started by `mlflow run`, whose params MLflow logged as 0 already (params cannot change),
+  this tag is where the resolved values are;
+- one line on the console says the same.
+
+The rules (measured on subsets of the Bengalese finch syllables and on synthetic song,
+docs/clustering.md "Size-aware defaults"):
+
+| field | auto value |
+|---|---|
+| `k` | round(sqrt(N / 2)), between 2 and the step's usual K (64; `pretrain`: 16): the rule of thumb of Mardia et al. (1979), which gives the paper's 64 at its data's size (7,652 syllables) |
+| `min_cluster_size` (HDBSCAN, OPTICS) | round(sqrt(N) / 2), at least 2 |
+| `min_samples` (HDBSCAN, OPTICS) | min_cluster_size (HDBSCAN's own default; OPTICS: at least 2) |
+| `umap_neighbors` | round(sqrt(N)), between 2 and UMAP's usual 15 |
+| `batch_size` | capped at N |
+| `pretrain_epoch_size`, `epoch_size` | capped at N (0 keeps "all") |
+
+The study's K grid (`k_min`..`k_max`, powers of two) is cut to K <= N - 1 (`k_grid_bounds`:
+the largest K whose silhouette is defined), so a study on a small data set runs instead of
+failing at its first K > N; every K that ran before still runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+AUTO_TAG = "nscnet.auto"
+DEFAULT_K = 64        # the paper's K, where the data are large enough
+UMAP_NEIGHBORS = 15   # UMAP's own default, where the data are large enough
+
+
+def auto_k(n: int, usual: int = DEFAULT_K) -> int:
+    """round(sqrt(N/2)) clusters, between 2 and `usual` (and never more than N)."""
+    return int(min(max(2, round(math.sqrt(n / 2))), usual, max(n, 1)))
+
+
+def auto_min_cluster_size(n: int) -> int:
+    """HDBSCAN's smallest cluster: sqrt(N) / 2, at least 2 (3 at N = 30, 44 at N = 7,652)."""
+    return int(max(2, round(math.sqrt(n) / 2)))
+
+
+def auto_min_samples(min_cluster_size: int) -> int:
+    """HDBSCAN's density neighbourhood: min_cluster_size, as HDBSCAN does when it is not given."""
+    return int(max(1, min_cluster_size))
+
+
+def auto_umap_neighbors(n: int) -> int:
+    """UMAP n_neighbors: sqrt(N), between 2 and 15 (UMAP's default from N = 225 on)."""
+    return int(min(UMAP_NEIGHBORS, max(2, round(math.sqrt(n))), max(n - 1, 2)))
+
+
+def k_limit(n: int) -> int:
+    """The largest K a study's grid tries on N segments: N - 1, the largest K whose silhouette
+    is defined (at least 2)."""
+    return max(2, n - 1)
+
+
+def k_grid_bounds(k_min: int, k_max: int, n: int | None) -> tuple[int, int, str | None]:
+    """(k_min, k_max) cut to what N segments allow, and a one-line notice when they were cut.
+
+    The grid keeps its powers of two up to K = N - 1; when even k_min is above that, the grid
+    starts at 2 instead.
+
+    >>> k_grid_bounds(64, 2048, 7652)[:2]
+    (64, 2048)
+    >>> k_grid_bounds(64, 2048, 1303)[:2]
+    (64, 1302)
+    >>> k_grid_bounds(64, 2048, 30)[:2]
+    (2, 29)
+    """
+    if n is None:
+        return k_min, k_max, None
+    limit = k_limit(n)
+    if k_max <= limit:
+        return k_min, k_max, None
+    new_min = k_min if k_min <= limit else 2
+    notice = (f"K grid cut to {new_min}..{limit} (was {k_min}..{k_max}): the data hold {n} segments, "
+              f"and K stays at most N - 1 = {limit}")
+    return new_min, limit, notice
+
+
+def _has(cfg: Any, name: str) -> bool:
+    return any(f.name == name for f in dataclasses.fields(cfg))
+
+
+def resolve(cfg: Any, n: int) -> tuple[Any, dict[str, str]]:
+    """(`cfg` with its auto fields resolved against N segments, {field: "value (rule)"}).
+
+    Works on any config dataclass: only the fields it has are looked at. Fields the user set
+    are kept, except the caps (batch sizes, epoch sizes), which say so in the notes.
+    """
+    changes: dict[str, Any] = {}
+    notes: dict[str, str] = {}
+    if _has(cfg, "k") and cfg.k == 0:
+        usual = getattr(type(cfg), "_auto_k_usual", DEFAULT_K)
+        changes["k"] = auto_k(n, usual)
+        notes["k"] = f"{changes['k']} (auto: sqrt(N/2), at most {usual}; N={n})"
+    algorithm = getattr(cfg, "algorithm", "kmeans")
+    final = getattr(cfg, "final_algorithm", "kmeans")
+    density = algorithm != "kmeans" or final != "kmeans"
+    mcs = cfg.min_cluster_size if _has(cfg, "min_cluster_size") else 0
+    if _has(cfg, "min_cluster_size") and mcs == 0:
+        mcs = changes["min_cluster_size"] = auto_min_cluster_size(n)
+        if density:
+            notes["min_cluster_size"] = f"{mcs} (auto: sqrt(N)/2, at least 2; N={n})"
+    if _has(cfg, "min_samples") and cfg.min_samples == 0:
+        value = auto_min_samples(mcs or auto_min_cluster_size(n))
+        if algorithm == "optics":
+            value = max(2, value)
+        changes["min_samples"] = value
+        if density:
+            notes["min_samples"] = f"{value} (auto: = min_cluster_size)"
+    uses_umap = getattr(cfg, "reducer", "pca") == "umap" or getattr(cfg, "final_reducer", "pca") == "umap"
+    if _has(cfg, "umap_neighbors") and cfg.umap_neighbors == 0:
+        changes["umap_neighbors"] = auto_umap_neighbors(n)
+        if uses_umap:
+            notes["umap_neighbors"] = f"{changes['umap_neighbors']} (auto: sqrt(N), 2..15; N={n})"
+    if _has(cfg, "batch_size") and cfg.batch_size > n >= 2:
+        changes["batch_size"] = n
+        notes["batch_size"] = f"{n} (capped at N; asked {cfg.batch_size})"
+    for name in ("pretrain_epoch_size", "epoch_size"):
+        if _has(cfg, name) and getattr(cfg, name) > n:
+            changes[name] = n
+            if name != "pretrain_epoch_size" or getattr(cfg, "pretrain_epochs", 0):
+                notes[name] = f"{n} (capped at N; asked {getattr(cfg, name)})"
+    if not changes:
+        return cfg, notes
+    return dataclasses.replace(cfg, **changes), notes
+
+
+def auto_text(notes: dict[str, str]) -> str:
+    """The `nscnet.auto` tag text: "k=4 (auto: ...); min_cluster_size=2 (...)"."""
+    return "; ".join(f"{name}={text}" for name, text in notes.items())
+
+
+def for_data(cfg: Any, n: int, tags: dict[str, str] | None = None) -> tuple[Any, dict[str, str]]:
+    """`resolve` for a runner: (resolved cfg, run tags with `nscnet.auto` added), and the one
+    console line that says what was resolved."""
+    import logging
+
+    cfg, notes = resolve(cfg, n)
+    tags = dict(tags or {})
+    if notes:
+        tags[AUTO_TAG] = auto_text(notes)
+        logging.getLogger("nscnet.defaults").info("defaults for %d segments: %s", n, tags[AUTO_TAG])
+    return cfg, tags

@@ -1,0 +1,99 @@
+"""Size-aware defaults (nscnet.defaults): resolved against the data, logged, never failing a default run."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from nscnet import defaults
+from nscnet.config import BasenetConfig, NscnetConfig, PretrainConfig, StudyConfig
+from tests.fixtures_audio import make_synthetic_dataset
+from tests.fixtures_cluster import make_blob_dataset
+
+
+@pytest.fixture(scope="module")
+def song30(tmp_path_factory):
+    """30 synthetic songs of 5 types: the small collection that used to come out all noise."""
+    return make_synthetic_dataset(tmp_path_factory.mktemp("song30"), synth=dict(types=5, songs=30, recordings=2),
+                                  images=dict(duration_s=2.5, n_mels=32, frames=64))
+
+
+def test_rules_scale_with_n():
+    assert [defaults.auto_k(n) for n in (30, 200, 2000, 7652, 100000)] == [4, 10, 32, 62, 64]
+    assert defaults.auto_k(7652, usual=16) == 16 and defaults.auto_k(3) == 2
+    assert [defaults.auto_min_cluster_size(n) for n in (30, 200, 2000, 7652)] == [3, 7, 22, 44]
+    assert [defaults.auto_min_samples(m) for m in (3, 22)] == [3, 22]
+    assert [defaults.auto_umap_neighbors(n) for n in (5, 30, 200, 2000)] == [2, 5, 14, 15]
+
+
+def test_resolve_fills_auto_fields_keeps_given_ones_and_caps_batches():
+    cfg, notes = defaults.resolve(BasenetConfig(algorithm="hdbscan", reducer="umap"), 30)
+    assert (cfg.k, cfg.min_cluster_size, cfg.min_samples, cfg.umap_neighbors) == (4, 3, 3, 5)
+    assert set(notes) == {"k", "min_cluster_size", "min_samples", "umap_neighbors"}
+    assert "N=30" in notes["k"]
+    given, notes = defaults.resolve(BasenetConfig(k=8, min_cluster_size=7, min_samples=3, umap_neighbors=9), 30)
+    assert (given.k, given.min_cluster_size, given.min_samples, given.umap_neighbors) == (8, 7, 3, 9) and not notes
+    nsc, notes = defaults.resolve(NscnetConfig(pretrain_epochs=2), 30)
+    assert (nsc.batch_size, nsc.pretrain_epoch_size, nsc.k) == (30, 30, 4)
+    assert "capped at N" in notes["batch_size"] and "pretrain_epoch_size" in notes
+    assert defaults.resolve(PretrainConfig(), 100000)[0].k == 16  # pretrain's evaluation keeps its usual 16
+
+
+def test_study_k_grid_is_cut_to_the_data():
+    assert defaults.k_grid_bounds(64, 2048, 7652) == (64, 2048, None)
+    low, high, notice = defaults.k_grid_bounds(64, 2048, 1303)
+    assert (low, high) == (64, 1302) and "1303 segments" in notice and "\n" not in notice
+    assert defaults.k_grid_bounds(64, 2048, 30)[:2] == (2, 29)
+    assert defaults.k_grid_bounds(2, 16, 30) == (2, 16, None)  # what ran before still runs
+    StudyConfig(k_min=64, k_max=2048)  # the defaults stay valid configs
+
+
+def test_default_basenet_on_30_songs_is_not_all_noise_and_logs_what_it_resolved(tracking, song30):
+    from nscnet import tracking as T
+    from nscnet.models.basenet import run_basenet
+
+    km = run_basenet(BasenetConfig(data=str(song30), truth=True, figures=False, export=False))
+    run = T.get_run(km["run_id"])
+    assert run.data.params["k"] == "4" and "k=4 (auto" in run.data.tags[defaults.AUTO_TAG]
+    assert run.info.run_name == "basenet pca128 kmeans k=4"
+    for reducer in ("pca", "umap"):
+        hdb = run_basenet(BasenetConfig(data=str(song30), truth=True, algorithm="hdbscan", reducer=reducer,
+                                        figures=False, export=False))
+        assert hdb["n_clusters"] >= 2 and hdb["noise_fraction"] < 1, reducer
+        run = T.get_run(hdb["run_id"])
+        assert (run.data.params["min_cluster_size"], run.data.params["min_samples"]) == ("3", "3")
+        assert "min_cluster_size=3 (auto" in run.data.tags[defaults.AUTO_TAG]
+    assert run.data.params["umap_neighbors"] == "5" and run.info.run_name == "basenet umap10 hdbscan mcs=3"
+
+
+def test_defaults_on_2000_segments_scale_up(tracking, tmp_path):
+    from nscnet import tracking as T
+    from nscnet.models.basenet import run_basenet
+
+    data = make_blob_dataset(tmp_path / "blobs2000", classes=8, per_class=250, height=8, width=8)
+    metrics = run_basenet(BasenetConfig(data=str(data), algorithm="hdbscan", pca_dim=8, whiten=False,
+                                        truth=True, figures=False, export=False, stability_runs=0))
+    params = T.get_run(metrics["run_id"]).data.params
+    assert (params["k"], params["min_cluster_size"], params["min_samples"]) == ("32", "22", "22")
+    assert metrics["n_clusters"] == 8 and metrics["nmi_truth"] > 0.95
+
+
+def test_all_noise_is_flagged_loudly_with_a_suggestion(tracking, tmp_path):
+    from nscnet import tracking as T
+    from nscnet.evaluate import NOISE_TAG
+    from nscnet.models.basenet import run_basenet
+
+    rng = np.random.default_rng(0)
+    data = make_blob_dataset(tmp_path / "uniform", classes=1, per_class=40, noise=0.4, seed=int(rng.integers(100)))
+    metrics = run_basenet(BasenetConfig(data=str(data), algorithm="hdbscan", min_cluster_size=30, min_samples=10,
+                                        pca_dim=4, figures=False, export=False, stability_runs=0))
+    run = T.get_run(metrics["run_id"])
+    if metrics["n_clusters"] == 0:
+        assert "ALL SEGMENTS ARE NOISE" in run.data.tags[NOISE_TAG]
+    else:
+        assert metrics["noise_fraction"] > 0.5 and "are noise" in run.data.tags[NOISE_TAG]
+    assert "try smaller values" in run.data.tags[NOISE_TAG]
+    assert "**Warning:**" in run.data.tags["mlflow.note.content"]
+    from nscnet.cluster import noise_warning
+
+    assert noise_warning("hdbscan", 3, 0.2, min_cluster_size=3, min_samples=3) is None

@@ -76,3 +76,12 @@ def config(step: str, preset: str | None = None, **given: Any) -> Any:
     from nscnet.steps import STEPS
 
     return STEPS[step].config(**resolve(step, preset, given))
+
+
+def matching(step: str, cfg: Any) -> str:
+    """The name of the (non-empty) preset of `step` whose every value `cfg` holds, else "": what
+    a run name says of a config, which no longer carries the preset it was resolved from."""
+    for name, values in PRESETS.get(step, {}).items():
+        if values and all(getattr(cfg, field, None) == value for field, value in values.items()):
+            return name
+    return ""

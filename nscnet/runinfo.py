@@ -60,7 +60,10 @@ def _name(cfg: Any, step: str) -> str:
     if step == "vaenet":
         return f"vaenet z{cfg.latent_dim} {_clustering(cfg)}"
     if step == "nscnet":
-        name = f"nscnet {cfg.backbone} {cfg.preset} k={cfg.k or 'auto'}"
+        from nscnet.presets import matching
+
+        recipe = matching("nscnet", cfg) or f"{cfg.epochs}ep"
+        name = f"nscnet {cfg.backbone} {recipe} k={cfg.k or 'auto'}"
         if (cfg.final_reducer, cfg.final_algorithm) != ("pca", "kmeans"):
             name += f" final {cfg.final_reducer}+{cfg.final_algorithm}"
         return name

@@ -22,8 +22,10 @@ def test_default_names_say_what_ran():
     assert runinfo.default_name(BasenetConfig(k_values=(8, 16, 64)), "basenet") == "basenet pca128 kmeans k=8..64"
     assert runinfo.default_name(BasenetConfig(reducer="umap", algorithm="hdbscan", min_cluster_size=5),
                                 "basenet") == "basenet umap10 hdbscan mcs=5"
-    assert runinfo.default_name(NscnetConfig(backbone="small_cnn", preset="quality", k=8),
-                                "nscnet") == "nscnet small_cnn quality k=8"
+    from nscnet.presets import config as preset_config
+
+    assert runinfo.default_name(preset_config("nscnet", "quality", k=8), "nscnet") == "nscnet small_cnn quality k=8"
+    assert runinfo.default_name(NscnetConfig(backbone="small_cnn", epochs=3, k=8), "nscnet") == "nscnet small_cnn 3ep k=8"
     assert runinfo.default_name(PreprocessConfig(audio="x/recordings"), "preprocess") == "preprocess recordings mel 64x512"
     names = [runinfo.trial_name("demo-basenet", n, {"k": 8, "pca_dim": 128, "whiten": False, "l2": True})
              for n in (12, 3)]

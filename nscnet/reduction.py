@@ -8,8 +8,10 @@ these two arrays instead (`arrays()`), and `Umap.restore(params, input, embeddin
 the reducer when `transform` is first needed: UMAP fitted again on the same input with the
 same `random_state` (one thread: the same neighbour graph and search index), its
 `embedding_` set back to the saved coordinates, so that umap-learn's own `transform` places
-new points against the layout the run clustered. (For the exact training matrix umap-learn's
-`transform` returns that embedding as it is.)
+new points against the layout the run clustered. Points the UMAP was fitted on keep their
+fitted coordinates (umap-learn does so for its exact training matrix only; a recomputed PCA
+differs from it by float round-off, and `transform` moves training points: by 0.08 on average
+in a UMAP of 7,652 syllables, 0.35 to 1.2 in the 2-D UMAP of 48 test points).
 """
 
 from __future__ import annotations
@@ -53,13 +55,25 @@ class Umap:
         return self.embedding
 
     def transform(self, x: np.ndarray) -> np.ndarray:
-        """New points (M, d) into the fitted embedding space: umap-learn's `transform`."""
-        if self._reducer is None:
-            if self.input is None:
-                raise ValueError("Umap.transform before fit_transform or restore")
-            self._reducer = self._new().fit(self.input)
-            self._reducer.embedding_ = self.embedding.copy()
-        return np.asarray(self._reducer.transform(np.ascontiguousarray(x, dtype=np.float32)), dtype=np.float32)
+        """Points (M, d) into the fitted embedding space: a point the UMAP was fitted on (equal
+        to a training row up to float round-off, e.g. of a recomputed PCA) keeps its fitted
+        coordinates, as umap-learn does for its exact training matrix; the others go through
+        umap-learn's `transform`."""
+        from sklearn.neighbors import NearestNeighbors
+
+        if self.input is None:
+            raise ValueError("Umap.transform before fit_transform or restore")
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        distance, nearest = NearestNeighbors(n_neighbors=1).fit(self.input).kneighbors(x)
+        seen = distance[:, 0] <= 1e-4 * max(1.0, float(np.abs(self.input).max()))
+        out = np.empty((len(x), self.embedding.shape[1]), dtype=np.float32)
+        out[seen] = self.embedding[nearest[seen, 0]]
+        if not seen.all():
+            if self._reducer is None:
+                self._reducer = self._new().fit(self.input)
+                self._reducer.embedding_ = self.embedding.copy()
+            out[~seen] = self._reducer.transform(x[~seen])
+        return out
 
     def arrays(self) -> dict[str, np.ndarray]:
         return {"input": self.input, "embedding": self.embedding}

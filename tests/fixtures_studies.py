@@ -117,7 +117,8 @@ def mlflow_server(backend: str, artifacts: Path, log: Path, *, timeout_s: float 
                 time.sleep(1)
         yield url
     finally:
-        os.killpg(server.pid, 15)
+        with contextlib.suppress(ProcessLookupError):  # it may have died on its own
+            os.killpg(server.pid, 15)
         server.wait(timeout=30)
 
 

@@ -167,7 +167,11 @@ def test_lab_deployment_mlflow_server_on_postgresql_serves_runs_and_a_study_from
     from mlflow.tracking import MlflowClient
 
     served = tmp_path / "served-artifacts"
-    with mlflow_server(database(postgres, "mlflow"), served, tmp_path / "server.log") as url:
+    from nscnet.studies.storage import database_url
+
+    # the installed driver named (SQLAlchemy 2.1 picks psycopg 3 for a bare postgresql://)
+    backend = database_url(database(postgres, "mlflow"))
+    with mlflow_server(backend, served, tmp_path / "server.log") as url:
         monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
         client_dir = tmp_path / "machine-a"
         client_dir.mkdir()

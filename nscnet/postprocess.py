@@ -6,7 +6,7 @@ normalization, in that order, as one scikit-learn `Pipeline` fitted once per cal
 `pca_dim` is clamped to what the data allows (at most N - 1 components, since centred data of
 N points has rank N - 1 at most, and at most D); the clamp is reported in the returned notes,
 which callers log as params. Whitening close to N components makes every point about equally
-far from every other (DESIGN.md section 7): with whitening on, `pca_dim` is also clamped to
+far from every other (docs/clustering.md): with whitening on, `pca_dim` is also clamped to
 N / 4 (a no-op from N = 4 x pca_dim on: 512 segments for the default 128), and that is warned
 about and noted.
 

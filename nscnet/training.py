@@ -84,7 +84,7 @@ def configure_threads(threads: int) -> None:
     """Use `threads` CPU threads in torch (0 keeps torch's default, one per core).
 
     Two torch processes that each use every core slow each other down many times over
-    (DESIGN.md section 7): on a shared machine give each its share.
+    (docs/studies.md, threads): on a shared machine give each its share.
     """
     if threads > 0:
         torch.set_num_threads(int(threads))

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -31,6 +33,21 @@ def checkpoint_epoch(folder: Path) -> tuple[str, int] | None:
         except Exception:  # replaced while being read: try again
             return None
     return None
+
+
+def kill_after_epochs(process: subprocess.Popen, folder: Path, epochs: int, timeout: float = 240) -> str:
+    """SIGKILL `process` as soon as a checkpoint under `folder` records `epochs` finished epochs;
+    returns the killed run's id (asserting the process died by that signal)."""
+    found, deadline = None, time.time() + timeout
+    while time.time() < deadline and process.poll() is None:
+        found = checkpoint_epoch(folder)
+        if found and found[1] >= epochs:
+            process.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.02)
+    output = process.communicate()[0]
+    assert process.returncode == -signal.SIGKILL, output
+    return found[0]
 
 
 @contextlib.contextmanager

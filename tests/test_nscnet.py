@@ -3,8 +3,6 @@ resume after a real SIGKILL, and bad input. Small backbone, 32 x 64 images, one 
 
 from __future__ import annotations
 
-import signal
-import time
 
 import numpy as np
 import pandas as pd
@@ -20,7 +18,7 @@ from nscnet.models.nscnet import build_model, run_nscnet, train_epoch
 from nscnet.models.specaugment import SpecAugment
 from nscnet.models.saved import load_model
 from nscnet.predict import run_predict
-from tests.fixtures_resume import checkpoint_epoch, launch, training_store
+from tests.fixtures_resume import kill_after_epochs, launch, training_store
 from tests.fixtures_deep import make_dataset
 
 TINY = dict(k=4, epochs=5, epoch_length=2, backbone="small_cnn", embedding_dim=64, pca_dim=16, num_workers=0,
@@ -149,16 +147,7 @@ def test_nan_loss_after_a_good_epoch_keeps_its_checkpoint(store, data):
 @pytest.mark.slow
 def test_a_run_killed_during_epoch_3_of_5_and_resumed_ends_like_an_uninterrupted_run(trained, store, data):
     process = launch("nscnet", store, f"--data={data}", "--truth=true", *CLI_TINY)
-    found, deadline = None, time.time() + 240
-    while time.time() < deadline and process.poll() is None:
-        found = checkpoint_epoch(store / "kill-checkpoints")
-        if found and found[1] >= 2:   # epochs 0 and 1 are done: epoch 2 (the third) is running
-            process.send_signal(signal.SIGKILL)
-            break
-        time.sleep(0.02)
-    output = process.communicate()[0]
-    assert process.returncode == -signal.SIGKILL, output
-    run_id = found[0]
+    run_id = kill_after_epochs(process, store / "kill-checkpoints", 2)  # epochs 0 and 1 are done: epoch 2 (the third) is running
     assert T.get_run(run_id).info.status == "RUNNING"   # killed: nobody closed it
     assert len(T.metric_history(run_id, "train_loss")) < 5
 

@@ -243,11 +243,8 @@ def test_edge_masks_silence_only_the_ends_of_a_view():
 @pytest.mark.slow
 def test_a_pretrain_run_killed_after_an_epoch_and_resumed_ends_like_an_uninterrupted_one(tmp_path):
     # `pretrain --resume` continues from the last epoch's checkpoint (it used to start a new run)
-    import signal
-    import time
-
     from nscnet.models.pretrain import run_pretrain
-    from tests.fixtures_resume import checkpoint_epoch, launch, training_store
+    from tests.fixtures_resume import kill_after_epochs, launch, training_store
 
     with training_store(tmp_path) as store:
         data = make_dataset(store / "ds", classes=4, per_class=16, height=32, width=64)
@@ -255,16 +252,7 @@ def test_a_pretrain_run_killed_after_an_epoch_and_resumed_ends_like_an_uninterru
                     num_workers=0, device="cpu", threads=1, seed=0, stability_runs=0)
         reference = run_pretrain(PretrainConfig(**tiny))
         process = launch("pretrain", store, *[f"--{k}={v}" for k, v in tiny.items()])
-        found, deadline = None, time.time() + 240
-        while time.time() < deadline and process.poll() is None:
-            found = checkpoint_epoch(store / "kill-checkpoints")
-            if found and found[1] >= 1:
-                process.send_signal(signal.SIGKILL)
-                break
-            time.sleep(0.02)
-        output = process.communicate()[0]
-        assert process.returncode == -signal.SIGKILL, output
-        run_id = found[0]
+        run_id = kill_after_epochs(process, store / "kill-checkpoints", 1)
         assert len(T.metric_history(run_id, "train_loss")) < 4
         # where it runs may change on resume; the image order depends on num_workers (RandomSampler)
         resumed = launch("pretrain", store, f"--resume={run_id}", "--num_workers=0", "--threads=1")

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import math
-import signal
-import time
 
 import numpy as np
 import pandas as pd
@@ -18,7 +16,7 @@ from nscnet.models.saved import load_model
 from nscnet.tracking import download_artifact, get_run, list_artifacts, metric_history
 from tests.conftest import png_expected
 from tests.fixtures_deep import one_torch_thread  # noqa: F401 (fixture)
-from tests.fixtures_resume import checkpoint_epoch, launch, training_store
+from tests.fixtures_resume import kill_after_epochs, launch, training_store
 from tests.fixtures_vae import write_dataset
 
 SMALL = dict(filters=(4, 8, 8, 16, 16), dense_units=32, latent_dim=4)
@@ -193,16 +191,7 @@ def test_bad_input_is_rejected_with_clear_messages(store, data, tmp_path):
 @pytest.mark.slow
 def test_a_run_killed_mid_training_and_resumed_ends_like_an_uninterrupted_run(trained, store, data):
     process = launch("vaenet", store, f"--data={data}", "--truth=true", *CLI_RUN)
-    found, deadline = None, time.time() + 240
-    while time.time() < deadline and process.poll() is None:
-        found = checkpoint_epoch(store / "kill-checkpoints")
-        if found and found[1] >= 3:  # three epochs done: the fourth is running
-            process.send_signal(signal.SIGKILL)
-            break
-        time.sleep(0.02)
-    output = process.communicate()[0]
-    assert process.returncode == -signal.SIGKILL, output
-    run_id = found[0]
+    run_id = kill_after_epochs(process, store / "kill-checkpoints", 3)  # three epochs done: the fourth is running
     assert get_run(run_id).info.status == "RUNNING"  # killed: nobody closed it
     assert len(metric_history(run_id, "train_loss")) < 10
 

@@ -8,7 +8,7 @@ features to the shared `nscnet.evaluate.evaluate_and_log`, which applies whiteni
 clusters.
 
 PCA(d) of features that already are a PCA(d) projection is a rotation, so whitening after it
-is exactly the whitening of the single pipeline of DESIGN.md (standardize, PCA, whiten, L2).
+is exactly the whitening of the single pipeline of docs/clustering.md (standardize, PCA, whiten, L2).
 
 A run that computed its own features logs its model (`model/`, `nscnet.models.saved`): the
 fitted chain from flattened pixels to the clustered space (PCA or PCA + UMAP, then the

@@ -96,7 +96,7 @@ def set_batchnorm_statistics(model: torch.nn.Module, loader: Any, device: torch.
     """One pass in train mode (no gradients) so BatchNorm holds the data's statistics.
 
     An untrained network in eval mode normalises with mean 0 / variance 1, which makes the
-    epoch-0 features (and clusters) degenerate (DESIGN.md section 7). momentum=None makes
+    epoch-0 features (and clusters) degenerate (docs/nscnet.md). momentum=None makes
     the running statistics the plain average over the pass.
     """
     norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]

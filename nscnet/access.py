@@ -263,9 +263,11 @@ def reach_line(cfg: UiConfig, logins: Logins | None) -> str:
     elif cfg.loopback:
         line = ("Access: this machine only, no login: every user of this machine can read, change and delete "
                 "runs and studies (--auth true adds a login)")
-    else:
+    elif cfg.expose:
         line = (f"Access: NO LOGIN: anyone on {where} can open ports {cfg.mlflow_port} and {cfg.dashboard_port}, "
                 "read every run and artifact and delete runs, experiments, studies and trials")
+    else:  # UiConfig refuses this already
+        raise ConfigError(f"host={cfg.host!r} is not a loopback address: give --auth true or --expose true")
     if cfg.public_url:
         line += f"; also served as {cfg.public_url} by your reverse proxy"
     return line + "."

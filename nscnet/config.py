@@ -572,8 +572,10 @@ AUDIO_FORMATS = ("auto", "opus", "vorbis", "wav")
 
 
 @dataclass(frozen=True)
-class ReportConfig(StepConfig):
-    """One self-contained HTML page per clustering run: look at and listen to every cluster."""
+class ReportConfig(Group):
+    """One self-contained HTML page per clustering run: look at and listen to every cluster.
+
+    The page is logged to that run (it opens no run of its own: no `experiment`, no `run_name`)."""
 
     run_id: str = param("", "MLflow run id of a clustering run (basenet, vaenet, nscnet, pretrain, a study trial, "
                             "curate, predict)")

@@ -112,7 +112,7 @@ def run_predict(cfg: PredictConfig) -> dict[str, Any]:
     step = source.data.tags.get("nscnet.step", "")
     if step not in predictable():
         raise DataError(f"run {cfg.run_id} was made by {step or 'another program'!r}; predict supports "
-                        f"{', '.join(predictable())} runs")
+                        f"{', '.join(sorted(predictable()))} runs")
     model = saved_model(cfg.run_id, step)
     dataset = read_dataset(cfg.data)
     check_image_shape(model.image_shape, dataset, cfg.run_id, cfg.data)

@@ -62,9 +62,9 @@ def _name(cfg: Any, step: str) -> str:
     if step == "nscnet":
         from nscnet.presets import matching
 
-        recipe = matching("nscnet", cfg) or f"{cfg.epochs}ep"
-        name = f"nscnet {cfg.backbone} {recipe} k={cfg.k or 'auto'}"
-        if (cfg.final_reducer, cfg.final_algorithm) != ("pca", "kmeans"):
+        preset = matching("nscnet", cfg)  # a preset's name says its final clustering too
+        name = f"nscnet {cfg.backbone} {preset or f'{cfg.epochs}ep'} k={cfg.k or 'auto'}"
+        if not preset and (cfg.final_reducer, cfg.final_algorithm) != ("pca", "kmeans"):
             name += f" final {cfg.final_reducer}+{cfg.final_algorithm}"
         return name
     if step == "pretrain":

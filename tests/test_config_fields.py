@@ -143,10 +143,36 @@ def study_runs(place, reads):
              timeout=120.0, threads=1, compare=False)
 
 
+def report_runs(place, reads):
+    root = place["root"]  # a clustering of the preprocessed synthetic songs: the report plays their audio
+    place["songs"] = run_step("basenet", set(), data=str(root / "images"), k=2, pca_dim=2, stability_runs=0,
+                              figures=False)["run_id"]
+    run_step("report", reads, run_id=place["songs"], out=str(root / "report"), exemplars=2, atypical=1,
+             audio_format="wav", units=True)
+    run_step("report", reads, run_id=place["songs"], out=str(root / "report2"), exemplars=1, atypical=0,
+             data=str(root / "images"), audio=str(root / "audio"), context_s=0.1, audio_rate=0, map_audio_minutes=0,
+             seed=1)
+
+
+def curate_runs(place, reads):
+    from nscnet import tracking
+
+    root = place["root"]
+    run_step("curate", reads, run_id=place["songs"], merge="0,1", rename="0=a", out=str(root / "cur1"),
+             bootstrap=5, units=True, data=str(root / "images"), audio=str(root / "audio"))
+    run_step("curate", reads, run_id=place["songs"], drop="1", out=str(root / "cur0"), zipf=False)
+    (root / "names.csv").write_text("cluster,name\n0,a\n1,b\n")
+    run_step("curate", reads, run_id=place["songs"], names=str(root / "names.csv"), out=str(root / "cur2"), zipf=False)
+    # the Zipf re-run needs 3 curated types at least: the 4-cluster BASENet run of the image set
+    run_step("curate", reads, run_id=place["basenet"], rename="0=a", out=str(root / "cur4"), bootstrap=5)
+    tracks = tracking.download_artifact(place["songs"], "audacity", root / "tracks")
+    run_step("curate", reads, run_id=place["songs"], audacity=str(tracks), out=str(root / "cur3"), zipf=False)
+
+
 # in order: later steps use what earlier ones made
 RUNS = {"synth": synth_runs, "preprocess": preprocess_runs, "entropy": entropy_runs, "basenet": basenet_runs,
         "vaenet": vaenet_runs, "predict": predict_runs, "zipf": zipf_runs, "nscnet": nscnet_runs,
-        "pretrain": pretrain_runs, "study": study_runs}
+        "pretrain": pretrain_runs, "study": study_runs, "report": report_runs, "curate": curate_runs}
 
 
 @pytest.mark.slow
@@ -188,6 +214,7 @@ def test_ui_reads_every_field(place):
         deadline = time.monotonic() + 150
         while time.monotonic() < deadline and not all(_answers(f"http://127.0.0.1:{p}") for p in ports):
             time.sleep(0.5)
+        time.sleep(5)  # and it has printed where the MLflow UI lands (the experiment's runs)
         os.kill(os.getpid(), signal.SIGTERM)
 
     watcher = threading.Thread(target=stop_when_up, daemon=True)
@@ -195,4 +222,11 @@ def test_ui_reads_every_field(place):
     urls = STEPS["ui"].load()(cfg)
     watcher.join()
     assert str(ports[1]) in urls["optuna-dashboard"]
+    # the other access modes, through the functions run_ui calls before it starts the servers
+    from nscnet import access, tracking
+
+    config = recording(STEPS["ui"].config, reads)
+    assert "NO LOGIN" in access.reach_line(config(host="0.0.0.0", expose=True), None)
+    logins = access.prepare_logins(config(auth=True, auth_dir=str(place["root"] / "ui-auth")), tracking.tracking_uri())
+    assert "viewer" in access.reach_line(config(auth=True), logins)
     assert_all_read("ui", reads)

@@ -361,8 +361,8 @@ def pretrain_ref(store, images):
 def same_weights(run_id: str, reference: str) -> None:
     import torch
 
-    got = torch.load(T.download_artifact(run_id, "pretrained/embedder.pt"), weights_only=True)
-    want = torch.load(T.download_artifact(reference, "pretrained/embedder.pt"), weights_only=True)
+    got = torch.load(T.download_artifact(run_id, "model/weights.pt"), weights_only=True)
+    want = torch.load(T.download_artifact(reference, "model/weights.pt"), weights_only=True)
     assert got.keys() == want.keys()
     for name in want:
         assert torch.equal(got[name], want[name]), name

@@ -106,14 +106,21 @@ def open_storage(storage: str, *, heartbeat_s: int) -> BaseStorage:
 
         from nscnet.config import DataError
 
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                return RDBStorage(database_url(storage), heartbeat_interval=heartbeat_s, grace_period=grace,
-                                  engine_kwargs={"pool_pre_ping": True, "connect_args": connect_args(storage)})
-        except sqlalchemy.exc.SQLAlchemyError as exc:
-            reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0][:300]
-            raise DataError(f"cannot connect to the Optuna storage {mask_password(storage)}: {reason}") from None
+        for attempt in range(5):
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                    return RDBStorage(database_url(storage), heartbeat_interval=heartbeat_s, grace_period=grace,
+                                      engine_kwargs={"pool_pre_ping": True, "connect_args": connect_args(storage)})
+            except sqlalchemy.exc.SQLAlchemyError as exc:
+                # two workers creating Optuna's tables in a new database at once: one of them meets
+                # the other's half-made schema (duplicate key in pg_type); the tables exist a moment later
+                racing = isinstance(exc, (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError))
+                if racing and attempt < 4:
+                    time.sleep(0.5 * (attempt + 1))
+                    continue
+                reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0][:300]
+                raise DataError(f"cannot connect to the Optuna storage {mask_password(storage)}: {reason}") from None
     path = Path(storage or DEFAULT_JOURNAL)
     path.parent.mkdir(parents=True, exist_ok=True)
     # a flock, not Optuna's symlink lock: a worker killed during an append leaves no lock behind

@@ -25,7 +25,8 @@ step vaenet --data demo/dataset --k 8 --epochs 3 --truth true --num_workers 0
 step study --model basenet --data demo/dataset --n_trials 12 --k_min 2 --k_max 32 --params k --truth true --overrides whiten=false,l2=false,pca_dim=32 --study_name demo-basenet
 echo; echo "== comparison page"
 python "$SRC/dashboards/compare.py" --experiment "$NSCNET_EXPERIMENT" --out demo/comparison.html
-step report --run_id "$NSCNET" --out demo/report
+echo; echo "== nscnet report --run_id $NSCNET --out demo/report"  # logged to that run: no --experiment
+nscnet report --run_id "$NSCNET" --out demo/report
 
 cat <<TXT
 

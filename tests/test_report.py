@@ -294,3 +294,18 @@ def test_cli_names_a_bad_run_and_exits_1(inside):
     assert "nope" in done.stderr.strip().splitlines()[-1]
     with pytest.raises(DataError, match="cluster 99"):
         run_curate(CurateConfig(run_id=inside["run_id"], drop="99", zipf=False, out="unused"))
+
+
+def test_minutes_of_audio_encode_as_ogg_without_crashing_the_process():
+    # one libsndfile write of a 4-minute recording as Ogg Vorbis killed the process (SIGSEGV,
+    # `make demo`'s map audio); encode writes in blocks. In a child process: a crash fails the test only
+    code = ("import io, numpy as np, soundfile as sf\n"
+            "from nscnet.report.media import AudioFormat, encode\n"
+            "y = np.random.default_rng(0).standard_normal(16000 * 240).astype('float32') * 0.1\n"
+            "data, rate = encode(y, 16000, AudioFormat('vorbis', 16000))\n"
+            "back, r = sf.read(io.BytesIO(data))\n"
+            "print(rate, r, len(back))\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rate, read_rate, frames = map(int, done.stdout.split())
+    assert rate == read_rate == 16000 and abs(frames - 16000 * 240) < 16000

@@ -131,11 +131,18 @@ def encode(y: np.ndarray, source_rate: int, fmt: AudioFormat) -> tuple[bytes, in
     buffer = io.BytesIO()
     if fmt.codec == "wav":
         sf.write(buffer, y, rate, format="WAV", subtype="PCM_16")
-    elif fmt.codec == "vorbis":
-        sf.write(buffer, y, rate, format="OGG", subtype="VORBIS", compression_level=VORBIS_LEVEL)
-    else:
-        sf.write(buffer, y, rate, format="OGG", subtype="OPUS")
+        return buffer.getvalue(), rate
+    subtype = "VORBIS" if fmt.codec == "vorbis" else "OPUS"
+    extra = {"compression_level": VORBIS_LEVEL} if fmt.codec == "vorbis" else {}
+    # in blocks: libsndfile's Ogg encoders crashed the process (SIGSEGV) on one write of a whole
+    # recording of several minutes (the demo's); blocks of 2^15 frames write the same stream
+    with sf.SoundFile(buffer, "w", samplerate=rate, channels=1, format="OGG", subtype=subtype, **extra) as out:
+        for start in range(0, len(y), OGG_BLOCK):
+            out.write(y[start:start + OGG_BLOCK])
     return buffer.getvalue(), rate
+
+
+OGG_BLOCK = 1 << 15  # frames per libsndfile write of an Ogg stream
 
 
 def recording_file(audio_dir: Path, recording: str) -> Path | None:

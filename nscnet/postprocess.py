@@ -31,7 +31,7 @@ from nscnet.config import DataError, PostprocessParams  # noqa: F401  (Postproce
 
 log = logging.getLogger(__name__)
 
-# Whitening more than this share of N components spreads the points evenly (DESIGN section 7):
+# Whitening more than this share of N components spreads the points evenly (docs/clustering.md, Post-processing):
 # whitened PCA keeps at most this share (30 songs of 5 types: 29 whitened components left
 # HDBSCAN all noise and k-means at NMI 0.10-0.17; 7 components, see tests/test_defaults.py).
 WHITEN_MAX_SHARE = 0.25

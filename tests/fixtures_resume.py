@@ -17,10 +17,11 @@ import torch
 from tests.conftest import ROOT
 
 
-def launch(step: str, store: Path, *args: str) -> subprocess.Popen:
-    """`python -m nscnet <step> ...` in `store`, its local checkpoints under store/kill-checkpoints."""
+def launch(step: str, store: Path, *args: str, runs_dir: Path | None = None) -> subprocess.Popen:
+    """`python -m nscnet <step> ...` in `store`, its local checkpoints under `runs_dir`
+    (default store/kill-checkpoints)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "NSCNET_FIGURE_PNG": "false",
-           "NSCNET_PROGRESS": "0", "NSCNET_RUNS_DIR": str(store / "kill-checkpoints")}
+           "NSCNET_PROGRESS": "0", "NSCNET_RUNS_DIR": str(runs_dir or store / "kill-checkpoints")}
     return subprocess.Popen([sys.executable, "-m", "nscnet", step, *args], cwd=store, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 

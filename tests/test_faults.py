@@ -4,11 +4,15 @@ For each step (`preprocess`, `basenet`, `vaenet`, `nscnet`, `pretrain`, a `study
 `zipf`) one uninterrupted reference runs in this process; then, per kill point, the step runs
 as a real `python -m nscnet` process, is SIGKILLed at `u x (the reference's duration)` after
 its MLflow run appeared (u in [0, 1.5) from a seeded RNG: the same seed, the same moments), and is
-run again here: `--resume <run id>` for the steps that resume (vaenet, nscnet), a fresh run for
-the others, the same study for the study worker. The second run's outputs must equal the
+run again here: `--resume <run id>` for the steps that resume (vaenet, nscnet, pretrain), a fresh
+run for the others, the same study for the study worker. The second run's outputs must equal the
 reference's: dataset bytes, assignments, embeddings or weights, the metrics that do not measure
 time, the study's trials. And the store must hold no run left RUNNING by the killed process:
 starting again marks it KILLED (or, resumed, it ends FINISHED).
+
+The random moment may fall before a deep model's first checkpoint; so each of vaenet, nscnet and
+pretrain is also killed at a fixed moment, right after a checkpoint mid-training, and resumed
+from it (`test_deep_step_killed_after_a_checkpoint_...`).
 
 Default: one kill point per step, tiny data (CI-sized). `NSCNET_FAULT_POINTS=50` runs 50 per
 step, `NSCNET_FAULT_SEED` draws other moments. Every kill point prints one line (`-s` shows
@@ -35,7 +39,7 @@ from nscnet import tracking as T
 from nscnet.config import (BasenetConfig, DataError, NscnetConfig, PreprocessConfig, PretrainConfig, StudyConfig,
                            SynthConfig, VaenetConfig, ZipfConfig, to_params)
 from nscnet.dataset import IMAGES, META, SEGMENTS
-from tests.fixtures_resume import launch, training_store
+from tests.fixtures_resume import kill_after_epochs, launch, training_store
 
 POINTS = int(os.environ.get("NSCNET_FAULT_POINTS", "1"))
 SEED = int(os.environ.get("NSCNET_FAULT_SEED", "0"))
@@ -370,17 +374,45 @@ def same_weights(run_id: str, reference: str) -> None:
 
 
 @pytest.mark.parametrize("point", range(POINTS))
-def test_pretrain_killed_anywhere_then_run_again_learns_the_same_weights(store, images, pretrain_ref, point):
+def test_pretrain_killed_anywhere_then_resumed_learns_the_same_weights(store, images, pretrain_ref, point):
     from nscnet.models.pretrain import run_pretrain
 
-    reference, seconds = pretrain_ref
-    cfg = PretrainConfig(data=str(images), **PRE_TRAIN)
-    kill = kill_at_random_moment("pretrain", store, cli_args(cfg, PretrainConfig()), work_s=seconds, point=point)
-    again = run_pretrain(cfg)  # pretrain has no --resume: a fresh run
-    same_weights(again["run_id"], reference["run_id"])
-    assert_same_metrics(again["run_id"], reference["run_id"])
-    assert_killed_runs_closed(kill)
-    record("pretrain", point, kill, "fresh rerun: same weights, assignments and metrics")
+    _deep_case("pretrain", run_pretrain, PretrainConfig, PretrainConfig(data=str(images), **PRE_TRAIN), *pretrain_ref,
+               store, point, same_weights)
+
+
+def _deep_steps():
+    from nscnet.models.nscnet import run_nscnet
+    from nscnet.models.pretrain import run_pretrain
+    from nscnet.models.vaenet import run_vaenet
+
+    # step -> runner, config class, values, the fixture of its reference, what must be equal
+    return {"nscnet": (run_nscnet, NscnetConfig, NSC, "nscnet_ref", same_clustering),
+            "vaenet": (run_vaenet, VaenetConfig, VAE, "vaenet_ref", same_clustering),
+            "pretrain": (run_pretrain, PretrainConfig, PRE_TRAIN, "pretrain_ref", same_weights)}
+
+
+@pytest.mark.parametrize("step", ["nscnet", "vaenet", "pretrain"])
+def test_deep_step_killed_after_a_checkpoint_resumes_mid_run_and_ends_like_an_uninterrupted_one(
+        store, images, step, request):
+    runner, cfg_class, values, ref, compare = _deep_steps()[step]
+    reference = request.getfixturevalue(ref)[0]
+    cfg = cfg_class(data=str(images), **values)
+    epochs = cfg.epochs
+    checkpoints = store / f"checkpoints-{step}"
+    process = launch(step, store, *cli_args(cfg, cfg_class()), runs_dir=checkpoints)
+    run_id = kill_after_epochs(process, checkpoints, epochs // 2)  # half the epochs done, the next one running
+    assert T.get_run(run_id).info.status == "RUNNING"  # killed: nobody closed it
+    assert len(T.metric_history(run_id, "train_loss")) < epochs
+    # where it runs may change on resume (threads, workers); the result must not
+    again = runner(cfg_class(resume=run_id, device="cpu", num_workers=0, threads=1))
+    assert again["run_id"] == run_id and T.get_run(run_id).info.status == "FINISHED"
+    steps = {s for s, _ in T.metric_history(run_id, "train_loss")}
+    assert len(steps) == epochs, steps  # every epoch once: the killed ones before, the rest after the resume
+    compare(run_id, reference["run_id"])
+    assert_same_metrics(run_id, reference["run_id"])
+    assert_nothing_left_running()
+    RESULTS.append(f"{step}: killed after the checkpoint of epoch {epochs // 2}, resumed: same outputs and metrics")
 
 
 # ------------------------------------------------------------------------------ a study worker

@@ -1,5 +1,6 @@
 """NSCNet end to end on tiny separable data: quality, per-epoch metrics, artifacts, predict,
-resume after a real SIGKILL, and bad input. Small backbone, 32 x 64 images, one thread."""
+resume refusals, and bad input (a real SIGKILL and resume: tests/test_faults.py). Small
+backbone, 32 x 64 images, one thread."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from nscnet.models.nscnet import build_model, run_nscnet, train_epoch
 from nscnet.models.specaugment import SpecAugment
 from nscnet.models.saved import load_model
 from nscnet.predict import run_predict
-from tests.fixtures_resume import kill_after_epochs, launch, training_store
+from tests.fixtures_resume import training_store
 from tests.fixtures_deep import make_dataset
 
 TINY = dict(k=4, epochs=5, epoch_length=2, backbone="small_cnn", embedding_dim=64, pca_dim=16, num_workers=0,
@@ -40,7 +41,7 @@ def data(store):
 
 @pytest.fixture(scope="module")
 def trained(store, data):
-    """One uninterrupted training run (also the reference of the resume test)."""
+    """One uninterrupted training run."""
     return run_nscnet(NscnetConfig(data=str(data), truth=True, **TINY))
 
 
@@ -141,26 +142,6 @@ def test_nan_loss_after_a_good_epoch_keeps_its_checkpoint(store, data):
     kept = training.resume_state(run.info.run_id)
     assert kept["epoch"] == 1
     assert all(torch.isfinite(t).all() for t in kept["model"].values() if t.is_floating_point())
-
-
-
-@pytest.mark.slow
-def test_a_run_killed_during_epoch_3_of_5_and_resumed_ends_like_an_uninterrupted_run(trained, store, data):
-    process = launch("nscnet", store, f"--data={data}", "--truth=true", *CLI_TINY)
-    run_id = kill_after_epochs(process, store / "kill-checkpoints", 2)  # epochs 0 and 1 are done: epoch 2 (the third) is running
-    assert T.get_run(run_id).info.status == "RUNNING"   # killed: nobody closed it
-    assert len(T.metric_history(run_id, "train_loss")) < 5
-
-    resumed = launch("nscnet", store, f"--resume={run_id}")
-    output = resumed.communicate(timeout=300)[0]
-    assert resumed.returncode == 0, output
-    run = T.get_run(run_id)
-    assert run.info.status == "FINISHED"
-    assert {step for step, _ in T.metric_history(run_id, "nmi_prev")} == {1, 2, 3, 4, 5}
-    pd.testing.assert_frame_equal(_assignments(run_id), _assignments(trained["run_id"]))
-    # not only the same clusters: bit-identical embeddings, so the resumed training was the same
-    np.testing.assert_array_equal(np.load(T.download_artifact(run_id, "embeddings.npy")),
-                                  np.load(T.download_artifact(trained["run_id"], "embeddings.npy")))
 
 
 @pytest.mark.slow

@@ -1,4 +1,5 @@
-"""VAENet: network shapes, the loss, training on synthetic images, the full run and its resume."""
+"""VAENet: network shapes, the loss, training on synthetic images, the full run (its SIGKILL
+and resume: tests/test_faults.py)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from nscnet.models.saved import load_model
 from nscnet.tracking import download_artifact, get_run, list_artifacts, metric_history
 from tests.conftest import png_expected
 from tests.fixtures_deep import one_torch_thread  # noqa: F401 (fixture)
-from tests.fixtures_resume import kill_after_epochs, launch, training_store
+from tests.fixtures_resume import training_store
 from tests.fixtures_vae import write_dataset
 
 SMALL = dict(filters=(4, 8, 8, 16, 16), dense_units=32, latent_dim=4)
@@ -124,7 +125,7 @@ def data(store):
 
 @pytest.fixture(scope="module")
 def trained(store, data):
-    """One uninterrupted run with figures as PNG too (also the reference of the resume test)."""
+    """One uninterrupted run with figures as PNG too."""
     threads = torch.get_num_threads()
     yield run_vaenet(VaenetConfig(data=str(data), truth=True, **RUN))
     torch.set_num_threads(threads)
@@ -187,21 +188,3 @@ def test_bad_input_is_rejected_with_clear_messages(store, data, tmp_path):
         run_vaenet(VaenetConfig(data=str(one), **RUN))
 
 
-
-@pytest.mark.slow
-def test_a_run_killed_mid_training_and_resumed_ends_like_an_uninterrupted_run(trained, store, data):
-    process = launch("vaenet", store, f"--data={data}", "--truth=true", *CLI_RUN)
-    run_id = kill_after_epochs(process, store / "kill-checkpoints", 3)  # three epochs done: the fourth is running
-    assert get_run(run_id).info.status == "RUNNING"  # killed: nobody closed it
-    assert len(metric_history(run_id, "train_loss")) < 10
-
-    resumed = launch("vaenet", store, f"--resume={run_id}")
-    output = resumed.communicate(timeout=300)[0]
-    assert resumed.returncode == 0, output
-    assert get_run(run_id).info.status == "FINISHED"
-    assert {step for step, _ in metric_history(run_id, "train_loss")} == set(range(10))
-    reference = trained["run_id"]
-    np.testing.assert_array_equal(np.load(download_artifact(run_id, "embeddings.npy")),
-                                  np.load(download_artifact(reference, "embeddings.npy")))
-    pd.testing.assert_frame_equal(pd.read_csv(download_artifact(run_id, "assignments.csv")),
-                                  pd.read_csv(download_artifact(reference, "assignments.csv")))

@@ -503,10 +503,20 @@ def log_text(text: str, artifact_file: str) -> None:
 
 
 PNG_ENV = "NSCNET_FIGURE_PNG"
+PNG_START_ENV = "NSCNET_PNG_START_S"
 PNG_START_S = 20.0  # at most this long for Chromium to start (seconds; ~5 s cold on a busy machine)
 PNG_FIGURE_S = 15.0  # at most this long for one figure once it runs (well under 1 s normally)
 PNG_HOWTO = (f"install Chrome or Chromium for kaleido (Debian: apt-get install chromium; any OS: "
              f"plotly_get_chrome), or set {PNG_ENV}=false to skip PNGs without this warning")
+
+
+def png_start_s() -> float:
+    """How long Chromium may take to start: NSCNET_PNG_START_S seconds, else PNG_START_S."""
+    value = os.environ.get(PNG_START_ENV, "").strip()
+    try:
+        return float(value) if value and float(value) > 0 else PNG_START_S
+    except ValueError:
+        return PNG_START_S
 
 
 def png_enabled() -> bool:
@@ -564,7 +574,7 @@ class _PngRenderer:
             self.kaleido = kaleido.Kaleido(path=browser, mathjax=False, timeout=PNG_FIGURE_S)
             await self.kaleido.open()
 
-        self._wait(open_browser(), PNG_START_S)
+        self._wait(open_browser(), png_start_s())
 
     def render(self, fig: Any, path: Path) -> None:
         opts = {"format": "png", "width": 900, "height": 600}

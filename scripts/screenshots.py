@@ -10,7 +10,7 @@ each page has drawn before it shoots (its charts present and two shots in a row 
 stops the UI. Three PNGs, 1400 x 900, into --out:
 
 - mlflow-ui.png: the address `nscnet ui` prints (the experiment's training runs, charts view),
-  the charts filtered to silhouette and nmi_truth;
+  the charts filtered to silhouette and nmi_truth and enlarged to fill the view;
 - optuna-dashboard.png: the study's page (/dashboard/studies/<id>): its history plotted against
   the objective's name;
 - optuna-trial.png: the study's best trial (/dashboard/studies/<id>/trials?numbers=<n>): its
@@ -118,6 +118,20 @@ class Page:
         await self.evaluate(f"document.querySelector({json.dumps(selector)}).focus()")
         await self.send("Input.insertText", text=text)
 
+    async def drag(self, selector: str, dx: float, dy: float) -> None:
+        """Press the mouse on the first `selector`, move it by (dx, dy) in steps, release it."""
+        x, y = await self.evaluate(f"(r => [r.x + r.width / 2, r.y + r.height / 2])"
+                                   f"(document.querySelector({json.dumps(selector)}).getBoundingClientRect())")
+        await self.send("Input.dispatchMouseEvent", type="mouseMoved", x=x, y=y)
+        await self.send("Input.dispatchMouseEvent", type="mousePressed", x=x, y=y, button="left", clickCount=1)
+        for step in range(1, 11):
+            await self.send("Input.dispatchMouseEvent", type="mouseMoved", x=x + dx * step / 10, y=y + dy * step / 10,
+                            button="left", buttons=1)
+            await asyncio.sleep(0.05)
+        await self.send("Input.dispatchMouseEvent", type="mouseReleased", x=x + dx, y=y + dy, button="left",
+                        clickCount=1)
+        await self.send("Input.dispatchMouseEvent", type="mouseMoved", x=1, y=HEIGHT - 1)  # off the charts
+
     async def shot(self, settle_s: float = 1.0, timeout_s: float = 60) -> bytes:
         """A PNG once two shots `settle_s` apart are alike (charts done drawing and animating)."""
         deadline = time.monotonic() + timeout_s
@@ -151,6 +165,10 @@ async def mlflow_shot(page: Page, url: str) -> bytes:
     await page.wait_for(f"{DRAWN}(2) && document.querySelectorAll('.js-plotly-plot').length === 2",
                         "the silhouette and nmi_truth charts")
     await page.evaluate("document.activeElement.blur()")  # no text cursor in the shot
+    # the cards are small by default: their resize handle dragged, both fill the charts area
+    await page.drag("[data-testid=draggable-card-resize-handle]", 120, 120)
+    await page.wait_for(f"{DRAWN}(2) && document.querySelector('.js-plotly-plot').getBoundingClientRect().width > 300",
+                        "the two charts enlarged")
     return await page.shot()
 
 

@@ -32,4 +32,4 @@ mlproject: setup
 	$(BIN)/python -m nscnet.mlproject > MLproject
 
 clean:
-	rm -rf demo mlflow.db mlartifacts optuna.journal .pytest_cache
+	rm -rf demo mlflow.db mlartifacts optuna.journal optuna.journal.cache checkpoints .pytest_cache

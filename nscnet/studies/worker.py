@@ -195,8 +195,12 @@ def work(study: optuna.Study, plan: Plan, storage: Any, *, timeout_s: float = 0.
         queued = any(t.state == TrialState.WAITING for t in trials)
         choice = None if queued else choose(plan, trials, float("inf"))
         if complete + running >= plan.n_trials or (not queued and choice is None):
-            if running == 0:
-                break  # nothing left to run: grid and binary search are done
+            if running == 0:  # nothing left to run: grid and binary search are done
+                if complete < plan.n_trials:
+                    log.warning("the grid and the search around the best K are done after %d complete trials: "
+                                "n_trials=%d is an upper bound, no parameter set is left to try", complete,
+                                plan.n_trials)
+                break
             time.sleep(POLL_S)
             continue
         if choice is not None and choice[1] == "refine":

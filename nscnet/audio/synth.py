@@ -227,17 +227,17 @@ def write_image_dataset(out: str | Path, n: int, *, types: int = 64, height: int
     templates = song_templates(types, height=height, frames=frames, seed=seed)
     rng = np.random.default_rng(seed + 1)
     type_of = rng.choice(types, size=n, p=zipf_probabilities(types, zipf_s))
+    shifts, bands = rng.integers(-8, 9, size=n), rng.integers(-1, 2, size=n)
+    levels = rng.uniform(0.8, 1.0, size=n).astype(np.float32)
+    noise_rng = np.random.default_rng(seed + 2)  # drawn image by image: the files do not depend on `chunk`
     writer = open_image_writer(out / f"{IMAGES}.partial", n, height, frames)
     for start in range(0, n, chunk):
         stop = min(start + chunk, n)
-        block = rng.random((stop - start, height, frames), dtype=np.float32)
+        block = noise_rng.random((stop - start, height, frames), dtype=np.float32)
         block *= noise
-        shifts = rng.integers(-8, 9, size=stop - start)
-        bands = rng.integers(-1, 2, size=stop - start)
-        levels = rng.uniform(0.8, 1.0, size=stop - start).astype(np.float32)
-        for i, t in enumerate(type_of[start:stop]):
-            image = np.roll(templates[t], (int(bands[i]), int(shifts[i])), axis=(0, 1))
-            block[i] += levels[i] * image
+        for i in range(start, stop):
+            image = np.roll(templates[type_of[i]], (int(bands[i]), int(shifts[i])), axis=(0, 1))
+            block[i - start] += levels[i] * image
         np.clip(block, 0.0, 1.0, out=block)
         writer[start:stop] = block
     writer.flush()

@@ -1,7 +1,7 @@
 """Archive scale: 100,000 synthetic segments of 64 x 512; prints how each cost grows with N.
 
     PYTHONPATH=. python benchmarks/archive.py [--sizes 10000,30000,100000] [--dir /tmp/nscnet-archive]
-        [--preprocess-songs 2000] [--feature-images 256] [--skip-preprocess] [--skip-fit-check] [--keep]
+        [--preprocess-songs 2000] [--feature-images 256] [--skip-preprocess] [--skip-fit-check] [--preprocess-only] [--keep]
 
 1. Preprocess on real audio cutting: `write_synthetic` recordings of --preprocess-songs songs,
    preprocessed (2.5 s segments, 64 x 512 log-mel) with 1 and 2 workers in fresh processes:
@@ -262,6 +262,7 @@ def main() -> None:
     parser.add_argument("--feature-images", type=int, default=256)
     parser.add_argument("--skip-preprocess", action="store_true")
     parser.add_argument("--skip-fit-check", action="store_true")
+    parser.add_argument("--preprocess-only", action="store_true", help="part 1 only (run it on an idle machine)")
     parser.add_argument("--keep", action="store_true", help="keep the dataset (6.5 GB at 100,000) for another run")
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--fit-check", type=int, help=argparse.SUPPRESS)
@@ -289,6 +290,8 @@ def main() -> None:
                   f"(+ {pre[w]['worker_rss_mb']:.0f} MB per worker process) -> 100,000 segments in "
                   f"{100_000 / rate[w] / 60:.1f} min (extrapolated)")
         print(f"   2 workers / 1 = {rate[2] / rate[1]:.2f}x  [load average {os.getloadavg()[0]:.1f}]", flush=True)
+    if args.preprocess_only:
+        return
 
     from nscnet.audio.synth import write_image_dataset
     from nscnet.dataset import read_dataset

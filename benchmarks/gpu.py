@@ -229,7 +229,7 @@ def part_features_and_loop(args, device: torch.device, data: Path) -> None:
 
 
 def part_kmeans(args, device: torch.device) -> None:
-    from nscnet.cluster import _faiss, kmeans
+    from nscnet.cluster import _faiss, free_cores, kmeans
     from nscnet.kmeans_torch import kmeans_torch
 
     rng = np.random.default_rng(0)
@@ -247,7 +247,7 @@ def part_kmeans(args, device: torch.device) -> None:
     theirs = kmeans(x, args.kmeans_k, n_init=1, seed=0, backend=backend)
     cpu_seconds = time.perf_counter() - started
     print(f"4. k-means K={args.kmeans_k} on {args.kmeans_n} x 128 (n_init 1): torch on {device.type} "
-          f"{torch_seconds:.2f} s, {backend} on the CPU ({training.torch.get_num_threads()} torch threads, "
+          f"{torch_seconds:.2f} s, {backend} on the CPU ({free_cores()} threads of "
           f"{os.cpu_count()} CPUs) {cpu_seconds:.2f} s = {cpu_seconds / max(torch_seconds, 1e-9):.1f}x; inertia "
           f"torch / {backend} = {ours.inertia / theirs.inertia:.4f}  [within 1%]", flush=True)
 

@@ -177,16 +177,23 @@ def _threads(n: int):
 
 
 def kmeans(features: np.ndarray, k: int, *, n_init: int = 3, seed: int = 0, init: np.ndarray | None = None,
-           backend: str = "auto") -> KMeansResult:
+           backend: str = "auto", device: Any = None) -> KMeansResult:
     """k-means of features (N, D) into k clusters.
 
     init: optional (k, D) warm-start centroids (one run from them instead of n_init restarts).
-    backend: "sklearn" (k-means++), "faiss", or "auto" (faiss for k >= FAISS_MIN_K when installed).
+    backend: "sklearn" (k-means++), "faiss", or "auto" (faiss for k >= FAISS_MIN_K when installed;
+    on a CUDA `device`, `nscnet.kmeans_torch` on the GPU); "torch" runs `nscnet.kmeans_torch` on
+    `device` (default CPU).
     """
     x = np.asarray(features, dtype=np.float32)
     _check_k(k, len(x))
     if init is not None and np.shape(init) != (k, x.shape[1]):
         raise ConfigError(f"init centroids have shape {np.shape(init)}, expected ({k}, {x.shape[1]})")
+    on_gpu = device is not None and str(device).startswith("cuda")
+    if backend == "torch" or (backend == "auto" and on_gpu):
+        from nscnet.kmeans_torch import kmeans_torch
+
+        return kmeans_torch(x, k, n_init=n_init, seed=seed, init=init, device=device or "cpu")
     if backend == "auto":
         backend = "faiss" if (k >= FAISS_MIN_K and _faiss() is not None) else "sklearn"
     if backend == "faiss" and _faiss() is None:
@@ -205,10 +212,11 @@ def _summary(labels: np.ndarray) -> tuple[int, float]:
 
 
 def fit_clusters(features: np.ndarray, params: Any, *, k: int | None = None,
-                 min_samples: int | None = None, init: np.ndarray | None = None) -> ClusterResult:
+                 min_samples: int | None = None, init: np.ndarray | None = None, device: Any = None) -> ClusterResult:
     """Cluster features (N, D) with `params.algorithm`; k / min_samples override params.
 
-    params: any config with the fields of `nscnet.config.ClusterParams`.
+    params: any config with the fields of `nscnet.config.ClusterParams`. device: a torch device
+    for k-means (`kmeans`: on CUDA with kmeans_backend=auto, k-means runs on the GPU).
     """
     x = np.asarray(features, dtype=np.float32)
     n = len(x)
@@ -220,7 +228,8 @@ def fit_clusters(features: np.ndarray, params: Any, *, k: int | None = None,
     algorithm = params.algorithm
     if algorithm == "kmeans":
         k = params.k if k is None else k
-        result = kmeans(x, k, n_init=params.n_init, seed=params.seed, init=init, backend=params.kmeans_backend)
+        result = kmeans(x, k, n_init=params.n_init, seed=params.seed, init=init, backend=params.kmeans_backend,
+                        device=device)
         n_clusters, noise = _summary(result.labels)
         return ClusterResult(result.labels, result.centroids, result.inertia, n_clusters, noise)
     min_samples = params.min_samples if min_samples is None else min_samples

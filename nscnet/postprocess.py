@@ -15,6 +15,13 @@ about and noted.
     >>> out, notes = postprocess(x, PostprocessParams(pca_dim=8))
     >>> out.shape, notes["pca_dim_used"]
     ((100, 8), 8)
+
+Archive scale (`postprocess_images`): the flattened images of 100,000 segments of 64 x 512 are
+13 GB in float32, more than memory. Their standardization and PCA are then fitted on a seeded
+sample of `pca_fit_rows(N, D)` rows (1 GiB of float32 at most, all rows below that: the shared
+data sets are fitted whole) and applied chunk by chunk from the memmap, so memory stays at the
+sample plus one chunk. benchmarks/archive.py measures a sample fit against the full fit where
+both fit in memory (docs/scale.md): explained variance and k-means inertia within 1%.
 """
 
 from __future__ import annotations
@@ -35,6 +42,10 @@ log = logging.getLogger(__name__)
 # whitened PCA keeps at most this share (30 songs of 5 types: 29 whitened components left
 # HDBSCAN all noise and k-means at NMI 0.10-0.17; 7 components, see tests/test_defaults.py).
 WHITEN_MAX_SHARE = 0.25
+# A PCA over more than this many bytes of float32 rows is fitted on a seeded sample of rows
+# (`pca_fit_rows`): at 64 x 512 images, 8,192 rows.
+PCA_FIT_BYTES = 1 << 30
+PCA_FIT_MIN_ROWS = 2048
 
 
 def build_postprocess(*, normalize: bool, pca_dim: int, whiten: bool, l2: bool, seed: int,
@@ -103,3 +114,57 @@ def postprocess(features: np.ndarray, params: Any) -> tuple[np.ndarray, dict[str
     # whitening a component of (numerically) zero variance divides by zero: keep the finite part
     out = np.nan_to_num(np.asarray(out, dtype=np.float32), nan=0.0, posinf=0.0, neginf=0.0)
     return out, notes
+
+
+def pca_fit_rows(n_samples: int, n_features: int, *, max_bytes: int = PCA_FIT_BYTES) -> int:
+    """Rows the post-processing of (n_samples, n_features) float32 data is fitted on: all of them
+    when they fit in `max_bytes`, else a sample of max_bytes / (4 n_features) rows (at least
+    PCA_FIT_MIN_ROWS)."""
+    return int(min(n_samples, max(PCA_FIT_MIN_ROWS, max_bytes // (4 * max(n_features, 1)))))
+
+
+def postprocess_images(images: np.ndarray, params: Any, *, fit_rows: int | None = None,
+                       chunk: int = 2048) -> tuple[np.ndarray, dict[str, Any]]:
+    """`postprocess` of the flattened images (N, H, W) (a memmap: read chunk by chunk), fitted on
+    a seeded sample of `fit_rows` rows (default `pca_fit_rows`), applied to every row.
+
+    With fit_rows >= N this is `postprocess(images.reshape(N, -1))`, without the full copy only
+    when N is small enough for that copy anyway. Notes as `postprocess`'s, plus `pca_fit_rows`.
+    """
+    n = int(images.shape[0])
+    d = int(np.prod(images.shape[1:]))
+    fit_rows = pca_fit_rows(n, d) if fit_rows is None else int(min(max(fit_rows, 2), n))
+    if fit_rows >= n:
+        out, notes = postprocess(_flat_rows(images, np.arange(n), chunk), params)
+        notes["pca_fit_rows"] = n
+        return out, notes
+    rows = np.sort(np.random.default_rng(getattr(params, "seed", 0)).choice(n, size=fit_rows, replace=False))
+    _, notes = postprocess(_flat_rows(images, rows, chunk), params)  # fits the pipeline on the sample
+    pipeline = notes["pipeline"]
+    out = None
+    for start in range(0, n, chunk):
+        block = np.asarray(images[start:start + chunk], dtype=np.float32).reshape(-1, d)
+        if not np.isfinite(block).all():
+            raise DataError(f"the images hold NaN or infinite values (rows {start}..{start + len(block) - 1})")
+        done = np.asarray(pipeline.transform(block), dtype=np.float32)
+        if out is None:
+            out = np.empty((n, done.shape[1]), dtype=np.float32)
+        out[start:start + len(done)] = done
+    notes["pca_fit_rows"] = fit_rows
+    log.info("post-processing fitted on a sample of %d of %d rows (%d features; full data %.1f GB in float32)",
+             fit_rows, n, d, n * d * 4 / 1e9)
+    return np.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0), notes
+
+
+def _flat_rows(images: np.ndarray, rows: np.ndarray, chunk: int) -> np.ndarray:
+    """images[rows] flattened to (len(rows), H * W) float32, read chunk by chunk (sorted rows)."""
+    d = int(np.prod(images.shape[1:]))
+    out = np.empty((len(rows), d), dtype=np.float32)
+    for start in range(0, len(rows), chunk):
+        pick = rows[start:start + chunk]
+        if len(pick) and pick[-1] - pick[0] + 1 == len(pick):  # a contiguous run: a slice of the memmap
+            block = images[int(pick[0]):int(pick[-1]) + 1]
+        else:
+            block = images[pick]
+        out[start:start + len(pick)] = np.asarray(block, dtype=np.float32).reshape(len(pick), d)
+    return out

@@ -72,3 +72,21 @@ def test_cluster_params_are_accepted_as_postprocess_params():
 def test_bad_input_is_a_clear_data_error(features, word):
     with pytest.raises(DataError, match=word):
         postprocess(features, PostprocessParams())
+
+
+def test_postprocess_images_reads_in_chunks_and_fits_on_a_sample():
+    from nscnet.config import BasenetConfig
+    from nscnet.postprocess import pca_fit_rows, postprocess_images
+
+    rng = np.random.default_rng(0)
+    basis = rng.normal(size=(6, 8 * 16)).astype(np.float32)
+    images = (rng.normal(size=(700, 6)).astype(np.float32) @ basis).reshape(700, 8, 16).astype(np.float16)
+    params = BasenetConfig(pca_dim=6, whiten=False, l2=False)
+    whole, notes = postprocess_images(images, params, chunk=128)  # all rows fit: the plain fit
+    plain, _ = postprocess(images.reshape(700, -1).astype(np.float32), params)
+    assert notes["pca_fit_rows"] == 700 and np.allclose(whole, plain, atol=1e-4)
+    sample, notes = postprocess_images(images, params, fit_rows=100, chunk=128)
+    assert notes["pca_fit_rows"] == 100 and sample.shape == (700, 6) and sample.dtype == np.float32
+    # a rank-6 signal: the 6 components fitted on 100 rows span the same space (same variance kept)
+    assert sample.var(axis=0).sum() == pytest.approx(plain.var(axis=0).sum(), rel=1e-3)
+    assert pca_fit_rows(100_000, 64 * 512) == 8192 and pca_fit_rows(7652, 64 * 128) == 7652

@@ -28,7 +28,7 @@ from nscnet import console, defaults, tracking
 from nscnet.config import BasenetConfig, DataError, replace
 from nscnet.dataset import Dataset, read_dataset
 from nscnet.evaluate import evaluate_and_log
-from nscnet.postprocess import postprocess
+from nscnet.postprocess import pca_fit_rows, postprocess_images
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +51,8 @@ def fit_features(cfg: BasenetConfig, dataset: Dataset) -> tuple[np.ndarray, list
     """(`compute_features` output (N, d), the fitted steps from flattened images (N, H*W) to it)."""
     from nscnet.reduction import umap_fit
 
-    flat = dataset.flat()
-    reduced, notes = postprocess(flat, replace(cfg, whiten=False, l2=False))
+    # read from the memmap chunk by chunk; fitted on a sample of rows beyond 1 GiB (docs/scale.md)
+    reduced, notes = postprocess_images(dataset.images, replace(cfg, whiten=False, l2=False))
     if cfg.reducer == "pca":
         return reduced, [notes["pipeline"]]
     features, reducer = umap_fit(reduced, cfg)
@@ -77,7 +77,8 @@ def run_basenet(cfg: BasenetConfig, *, features: np.ndarray | None = None) -> di
     with tracking.start_run(cfg, "basenet", tags=tags) as run:
         if cfg.truth:
             dataset.truth()  # no labels: fail before the expensive part
-        tracking.log_params({"n_segments": len(dataset), "image_shape": "x".join(map(str, dataset.image_shape))})
+        tracking.log_params({"n_segments": len(dataset), "image_shape": "x".join(map(str, dataset.image_shape)),
+                             "pca_fit_rows": pca_fit_rows(len(dataset), int(np.prod(dataset.image_shape)))})
         chain = None  # unknown for cached features: such a run cannot predict
         if features is None:
             started = time.perf_counter()

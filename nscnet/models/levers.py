@@ -85,16 +85,18 @@ def match_labels(labels: np.ndarray, previous: np.ndarray, k: int) -> np.ndarray
     return mapping[labels]
 
 
-def cluster_epoch(features: np.ndarray, cfg: NscnetConfig, previous: np.ndarray | None
+def cluster_epoch(features: np.ndarray, cfg: NscnetConfig, previous: np.ndarray | None, *, device: Any = None
                   ) -> tuple[np.ndarray, np.ndarray, ClusterResult, dict[str, float]]:
-    """One epoch's pseudo-labels with the levers of cfg: (labels, processed, result, lever metrics)."""
+    """One epoch's pseudo-labels with the levers of cfg: (labels, processed, result, lever metrics).
+
+    device: the training device; on CUDA the k-means runs there (`nscnet.kmeans_torch`)."""
     k = training_k(cfg)
     params = replace(cfg, k=k)
     processed, _ = postprocess(features, params)
     init = None
     if cfg.kmeans_warm_start and previous is not None:
         init = label_centroids(processed, previous, k)
-    result = fit_clusters(processed, params, init=init)
+    result = fit_clusters(processed, params, init=init, device=device)
     labels, notes = result.labels, {}
     if cfg.reseed_empty:
         labels, notes["reseeded_clusters"] = reseed_empty(processed, labels, k, seed=cfg.seed)

@@ -243,7 +243,7 @@ def run_nscnet(cfg: NscnetConfig) -> dict[str, Any]:
             # 1-2. features of the whole dataset -> post-processing -> k-means pseudo-labels
             features = extract_features(model, feature_loader, device, precision)
             features_seconds = time.perf_counter() - started
-            pseudo_labels, processed, result, lever_metrics = levers.cluster_epoch(features, cfg, previous)
+            pseudo_labels, processed, result, lever_metrics = levers.cluster_epoch(features, cfg, previous, device=device)
             metrics = score(processed, result, cfg, truth)
             metrics.update(lever_metrics)
             metrics.update(size_metrics(pseudo_labels, k_train), features_seconds=features_seconds,

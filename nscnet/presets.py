@@ -36,6 +36,19 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
 }
 
 
+# `nscnet auto` candidates: name -> (step, preset or None, values); every candidate also gets the
+# auto run's data, k, seed and truth, and the size-aware defaults (nscnet.defaults). The cheap
+# recipes of benchmarks/quality.py --sizes (docs/RESULTS.md, "Recipes across sizes"); `quality`
+# (the deep preset, minutes of CPU) can be added with --candidates.
+AUTO_CANDIDATES: dict[str, tuple[str, str | None, dict[str, Any]]] = {
+    "pca-kmeans": ("basenet", None, {"pca_dim": 64, "whiten": False, "l2": False}),
+    "umap-kmeans": ("basenet", None, {"reducer": "umap", "pca_dim": 64, "whiten": False, "l2": False}),
+    "umap-hdbscan": ("basenet", None, {"reducer": "umap", "algorithm": "hdbscan", "pca_dim": 64, "whiten": False,
+                                       "l2": False}),
+    "quality": ("nscnet", "quality", {}),
+}
+
+
 def names(step: str) -> tuple[str, ...]:
     """The presets of a step (empty when it has none)."""
     return tuple(PRESETS.get(step, {}))

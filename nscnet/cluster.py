@@ -244,6 +244,7 @@ def fit_clusters(features: np.ndarray, params: Any, *, k: int | None = None,
     if algorithm == "hdbscan" and k:  # k given: HDBSCAN's own tree cut to k clusters
         _check_k(k, n)
         labels = hdbscan_cut(model._single_linkage_tree_, n, k, max(params.min_cluster_size, 2))
+        labels = split_to_k(x, labels, k, seed=params.seed)  # a hierarchy with fewer than k clusters
     if getattr(params, "assign_noise", False):
         labels = assign_noise(x, labels)
     n_clusters, noise = _summary(labels)
@@ -294,8 +295,8 @@ def hdbscan_cut(single_linkage_tree: np.ndarray, n: int, k: int, min_cluster_siz
     at `min_cluster_size` cut horizontally to k clusters (`_tree_cut`). A point belongs to the
     cut cluster it stays in (or falls out of) below the cut; a point that falls out of the tree
     above the cut is noise. When the condensed tree has fewer than k clusters, min_cluster_size
-    is halved (down to 2) until it has them; when even then a split gives more than k, the
-    smallest clusters are merged into the nearest one (by single-linkage merge order).
+    is halved (down to 2) until it has them (still fewer: `split_to_k` splits the largest); when
+    a split gives more than k, the smallest cluster joins the largest until k remain.
     """
     size = max(2, int(min_cluster_size))
     while True:
@@ -304,9 +305,6 @@ def hdbscan_cut(single_linkage_tree: np.ndarray, n: int, k: int, min_cluster_siz
         if len(frontier) >= k or size == 2:
             break
         size = max(2, size // 2)
-    if len(frontier) < k:
-        raise DataError(f"k={k}: HDBSCAN's hierarchy of these {n} segments holds only {len(frontier)} clusters "
-                        "of 2 or more points; choose a smaller k or algorithm=kmeans")
     owner: dict[int, int] = {}  # cluster node -> index of the frontier cluster below which it lies
     stack = [(node, i) for i, node in enumerate(frontier)]
     while stack:
@@ -328,6 +326,25 @@ def hdbscan_cut(single_linkage_tree: np.ndarray, n: int, k: int, min_cluster_siz
         others = present[present != smallest]
         labels[labels == smallest] = others[np.argmax(counts[others])]
     _, labels[labels != NOISE] = np.unique(labels[labels != NOISE], return_inverse=True)
+    return labels
+
+
+def split_to_k(features: np.ndarray, labels: np.ndarray, k: int, seed: int = 0) -> np.ndarray:
+    """Labels with k clusters: while fewer, the largest cluster is split in two by 2-means
+    (for a hierarchy that holds fewer than k clusters of 2 or more points). DataError when the
+    largest cluster cannot be split (identical points)."""
+    labels = np.asarray(labels).copy()
+    x = np.asarray(features, dtype=np.float32)
+    while len(np.unique(labels[labels != NOISE])) < k:
+        counts = np.bincount(labels[labels != NOISE])
+        largest = int(np.argmax(counts))
+        members = np.flatnonzero(labels == largest)
+        halves = KMeans(n_clusters=2, n_init=1, random_state=seed).fit_predict(x[members]) \
+            if len(members) >= 2 and len(np.unique(x[members], axis=0)) >= 2 else None
+        if halves is None or halves.min() == halves.max():
+            raise DataError(f"k={k}: these {len(x)} segments hold only {len(counts[counts > 0])} separable "
+                            "clusters; choose a smaller k")
+        labels[members[halves == 1]] = len(counts)
     return labels
 
 

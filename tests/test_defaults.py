@@ -28,7 +28,7 @@ def test_rules_scale_with_n():
 
 def test_resolve_fills_auto_fields_keeps_given_ones_and_caps_batches():
     cfg, notes = defaults.resolve(BasenetConfig(algorithm="hdbscan", reducer="umap"), 30)
-    assert (cfg.k, cfg.min_cluster_size, cfg.min_samples, cfg.umap_neighbors) == (4, 3, 3, 5)
+    assert (cfg.k, cfg.min_cluster_size, cfg.min_samples, cfg.umap_neighbors) == (0, 3, 3, 5)  # k: HDBSCAN's own
     assert set(notes) == {"k", "min_cluster_size", "min_samples", "umap_neighbors"}
     assert "N=30" in notes["k"]
     given, notes = defaults.resolve(BasenetConfig(k=8, min_cluster_size=7, min_samples=3, umap_neighbors=9), 30)
@@ -74,7 +74,7 @@ def test_defaults_on_2000_segments_scale_up(tracking, tmp_path):
     metrics = run_basenet(BasenetConfig(data=str(data), algorithm="hdbscan", pca_dim=8, whiten=False,
                                         truth=True, figures=False, export=False, stability_runs=0))
     params = T.get_run(metrics["run_id"]).data.params
-    assert (params["k"], params["min_cluster_size"], params["min_samples"]) == ("32", "22", "22")
+    assert (params["k"], params["min_cluster_size"], params["min_samples"]) == ("0", "22", "22")  # k: HDBSCAN's own
     assert metrics["n_clusters"] == 8 and metrics["nmi_truth"] > 0.95
 
 

@@ -204,6 +204,46 @@ def size_rows(data: str, subset: np.ndarray | None, truth: np.ndarray, k_true: i
     return rows
 
 
+DEEP_RECIPE = "nscnet --preset quality, no k (HDBSCAN's own number)"
+
+
+def subset_dataset(data: Path, subset: np.ndarray, out: Path) -> Path:
+    """A dataset folder of the segments `subset` of `data` (images and segment rows, renumbered)."""
+    import pandas as pd
+
+    from nscnet.dataset import IMAGES, META, SEGMENTS, open_image_writer
+
+    if (out / META).exists():
+        return out
+    source = read_dataset(data)
+    out.mkdir(parents=True, exist_ok=True)
+    images = open_image_writer(out / IMAGES, len(subset), *source.image_shape)
+    images[:] = source.images[subset]
+    images.flush()
+    del images
+    rows = source.segments.iloc[subset].copy()
+    rows["row"] = np.arange(len(subset))
+    pd.DataFrame(rows).to_csv(out / SEGMENTS, index=False)
+    (out / META).write_text(json.dumps({"subset_of": str(data), "segments": len(subset)}))
+    return out
+
+
+def deep_rows(data: Path, work: Path, size: int, draw: int) -> dict:
+    """The quality preset (one NSCNet run, MLflow store in work) on a seeded draw, k not given."""
+    from nscnet.models.nscnet import run_nscnet
+
+    labels = read_dataset(data).truth()
+    subset = np.sort(np.random.default_rng(draw).choice(len(labels), size, replace=False)) if size else None
+    folder = data if subset is None else subset_dataset(data, subset, work / f"bf-{size}-{draw}")
+    cpu = cpu_seconds()
+    metrics = run_nscnet(presets.config("nscnet", "quality", data=str(folder), seed=draw, figures=False,
+                                        **{**COMMON, "export": False}, **DEEP))
+    return {"set": "bengalese finch", "n": len(labels) if subset is None else size, "k": 0, "seed": draw,
+            "configuration": DEEP_RECIPE, **{key: metrics.get(key) for key in
+                                             ("nmi_truth", "ari_truth", "n_clusters", "noise_fraction") + SIZE_CRITERIA},
+            "cpu_minutes": (cpu_seconds() - cpu) / 60}
+
+
 def synth_sets(work: Path, specs: list[str]) -> list[tuple[str, Path]]:
     """Synthetic song sets `songs:types:snr_db` (nscnet synth + preprocess, 64 x 64 images, 3 s)."""
     from nscnet.audio.synth import write_synthetic
@@ -241,6 +281,16 @@ def sizes_main(args, work: Path) -> None:
             subset = None if n == len(labels) else np.sort(np.random.default_rng(draw).choice(len(labels), n, replace=False))
             truth = labels if subset is None else labels[subset]
             rows += size_rows(str(data), subset, truth, len(np.unique(truth)), draw, "bengalese finch")
+            rows_file.write_text(json.dumps(rows, indent=1, default=float))
+    os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{work / 'mlflow.db'}")
+    for size in [int(s) for s in args.deep_sizes.split(",") if s]:  # the deep preset, one NSCNet run a draw
+        for draw in ([0] if size == 0 else range(args.deep_draws)):
+            n = len(labels) if size == 0 else size
+            if any((r["set"], r["n"], r["seed"], r["configuration"]) == ("bengalese finch", n, draw, DEEP_RECIPE)
+                   for r in rows):
+                continue
+            rows.append(deep_rows(data, work, size, draw))
+            print(f"[quality] deep n {n} seed {draw}: nmi_truth={rows[-1]['nmi_truth']:.3f}", flush=True)
             rows_file.write_text(json.dumps(rows, indent=1, default=float))
     for name, folder in synth_sets(work, [s for s in args.synth.split(",") if s]):
         truth = read_dataset(folder).truth()
@@ -303,6 +353,9 @@ def main() -> None:
                                                     "(0 = all); runs SIZE_RECIPES instead of the configurations")
     parser.add_argument("--draws", type=int, default=3, help="--sizes: seeded draws per subset size")
     parser.add_argument("--synth", default="", help="--sizes: synthetic sets songs:types:snr_db, e.g. 60:5:20,600:12:5")
+    parser.add_argument("--deep-sizes", default="", help="--sizes: subset sizes for the deep preset (quality, "
+                                                         "minutes of CPU each), e.g. 50,200")
+    parser.add_argument("--deep-draws", type=int, default=2, help="--sizes: seeded draws per deep subset size")
     parser.add_argument("--data", default="", help="--sizes: an existing dataset folder of the syllables "
                                                    "(default: preprocessed into <work>)")
     args = parser.parse_args()
@@ -313,7 +366,7 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     os.chdir(work)
     os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{work / 'mlflow.db'}")
-    if args.sizes or args.synth:
+    if args.sizes or args.synth or args.deep_sizes:
         return sizes_main(args, work)
     rows_file = Path(args.rows) if args.rows else work / "quality_rows.json"
     rows = [] if args.fresh or not rows_file.exists() else json.loads(rows_file.read_text())

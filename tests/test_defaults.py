@@ -30,7 +30,7 @@ def test_resolve_fills_auto_fields_keeps_given_ones_and_caps_batches():
     cfg, notes = defaults.resolve(BasenetConfig(algorithm="hdbscan", reducer="umap"), 30)
     assert (cfg.k, cfg.min_cluster_size, cfg.min_samples, cfg.umap_neighbors) == (0, 3, 3, 5)  # k: HDBSCAN's own
     assert set(notes) == {"k", "min_cluster_size", "min_samples", "umap_neighbors"}
-    assert "N=30" in notes["k"]
+    assert "N=30" in notes["min_cluster_size"] and "finds the number of clusters itself" in notes["k"]
     given, notes = defaults.resolve(BasenetConfig(k=8, min_cluster_size=7, min_samples=3, umap_neighbors=9), 30)
     assert (given.k, given.min_cluster_size, given.min_samples, given.umap_neighbors) == (8, 7, 3, 9) and not notes
     nsc, notes = defaults.resolve(NscnetConfig(pretrain_epochs=2), 30)

@@ -335,6 +335,8 @@ def split_to_k(features: np.ndarray, labels: np.ndarray, k: int, seed: int = 0) 
     largest cluster cannot be split (identical points)."""
     labels = np.asarray(labels).copy()
     x = np.asarray(features, dtype=np.float32)
+    if (labels == NOISE).all():  # nothing clustered: start from one cluster of everything
+        labels[:] = 0
     while len(np.unique(labels[labels != NOISE])) < k:
         counts = np.bincount(labels[labels != NOISE])
         largest = int(np.argmax(counts))

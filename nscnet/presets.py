@@ -47,6 +47,17 @@ AUTO_CANDIDATES: dict[str, tuple[str, str | None, dict[str, Any]]] = {
                                        "l2": False}),
     "quality": ("nscnet", "quality", {}),
 }
+AUTO_DEFAULT = ("pca-kmeans", "umap-kmeans", "umap-hdbscan")
+AUTO_DEEP_MIN_N = 1000  # `quality` joins the default candidates from here on (docs/RESULTS.md)
+
+
+def auto_candidates(text: str, n: int) -> list[str]:
+    """The candidate names of `nscnet auto --candidates text` on N segments ("auto": AUTO_DEFAULT,
+    plus `quality` from AUTO_DEEP_MIN_N segments on: below, its three SimCLR epochs over a few
+    hundred images lost to the pixel recipes and silhouette still picked it once)."""
+    if text.strip() == "auto":
+        return list(AUTO_DEFAULT) + (["quality"] if n >= AUTO_DEEP_MIN_N else [])
+    return [name.strip() for name in text.split(",") if name.strip()]
 
 
 def names(step: str) -> tuple[str, ...]:

@@ -82,7 +82,7 @@ def _name(cfg: Any, step: str) -> str:
     if step == "study":
         return f"study {cfg.study_name or cfg.model}"
     if step == "auto":
-        return f"auto {cfg.candidates.replace(',', ' ')} by {cfg.criterion}"
+        return f"auto {'candidates' if cfg.candidates == 'auto' else cfg.candidates.replace(',', ' ')} by {cfg.criterion}"
     return step
 
 

@@ -26,6 +26,7 @@ def test_auto_runs_every_candidate_nested_and_logs_its_choice(tracking, tmp_path
     choice = parent.data.params["auto_choice"]
     assert parent.data.tags["nscnet.auto.choice"] == choice == result["choice"]
     assert parent.data.tags["nscnet.auto.criterion"] == "silhouette"
+    assert parent.data.tags["nscnet.auto.candidates"] == "pca-kmeans,umap-kmeans,umap-hdbscan"
     # the choice is the candidate whose nested run has the best silhouette
     silhouettes = {run.info.run_name.split()[-1]: run.data.metrics["silhouette"] for run in children}
     assert silhouettes[choice] == max(silhouettes.values())  # on a tie: the first candidate given
@@ -44,8 +45,17 @@ def test_choose_flips_lower_is_better_and_skips_missing():
     assert choose({"a": None}, "silhouette") is None
 
 
+def test_default_candidates_follow_the_data_size():
+    from nscnet.presets import auto_candidates
+
+    assert auto_candidates("auto", 200) == ["pca-kmeans", "umap-kmeans", "umap-hdbscan"]
+    assert auto_candidates("auto", 1000)[-1] == "quality"
+    assert auto_candidates(" pca-kmeans, quality ", 50) == ["pca-kmeans", "quality"]
+
+
 def test_unknown_candidate_fails_before_any_run(tracking, tmp_path):
+    data = make_blob_dataset(tmp_path / "blobs", classes=2, per_class=5, height=4, width=4)
     with pytest.raises(ConfigError, match="'bogus' is not a candidate"):
-        run_auto(AutoConfig(data=str(tmp_path), candidates="pca-kmeans,bogus"))
+        run_auto(AutoConfig(data=str(data), candidates="pca-kmeans,bogus"))
     with pytest.raises(ConfigError, match="at least 2"):
-        run_auto(AutoConfig(data=str(tmp_path), candidates="pca-kmeans"))
+        run_auto(AutoConfig(data=str(data), candidates="pca-kmeans"))

@@ -14,6 +14,15 @@ Rows finished so far are kept in <work>/quality_rows.json; a second call reuses 
 the file, or pass --fresh, to measure again).
 
     PYTHONPATH=$PWD python benchmarks/quality.py --work /tmp/nscnet-quality --seeds 0,1,2
+
+Issue 13, recipes across sizes (`--sizes`, `SIZE_RECIPES`; rows in <work>/size_rows.json): the
+pixel recipes on seeded draws of the syllables and on synthetic sets, with the same settings
+everywhere, then how well each label-free criterion picks the best recipe per draw;
+`--deep-sizes` adds the quality preset (one NSCNet run per draw) to the same rows:
+
+    PYTHONPATH=$PWD python benchmarks/quality.py --work /tmp/q13 --sizes 50,200,1000,0 --draws 3 \
+        --synth 60:5:20,300:8:10,300:12:0
+    PYTHONPATH=$PWD python benchmarks/quality.py --work /tmp/q13 --deep-sizes 50,200,1000 --deep-draws 2
 """
 
 from __future__ import annotations

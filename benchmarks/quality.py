@@ -14,6 +14,15 @@ Rows finished so far are kept in <work>/quality_rows.json; a second call reuses 
 the file, or pass --fresh, to measure again).
 
     PYTHONPATH=$PWD python benchmarks/quality.py --work /tmp/nscnet-quality --seeds 0,1,2
+
+Issue 13, recipes across sizes (`--sizes`, `SIZE_RECIPES`; rows in <work>/size_rows.json): the
+pixel recipes on seeded draws of the syllables and on synthetic sets, with the same settings
+everywhere, then how well each label-free criterion picks the best recipe per draw;
+`--deep-sizes` adds the quality preset (one NSCNet run per draw) to the same rows:
+
+    PYTHONPATH=$PWD python benchmarks/quality.py --work /tmp/q13 --sizes 50,200,1000,0 --draws 3 \
+        --synth 60:5:20,300:8:10,300:12:0
+    PYTHONPATH=$PWD python benchmarks/quality.py --work /tmp/q13 --deep-sizes 50,200,1000 --deep-draws 2
 """
 
 from __future__ import annotations
@@ -148,6 +157,196 @@ def configurations(data: str, truth: np.ndarray, cache: dict, k: int = K):
     }
 
 
+# ---------------------------------------------------------------- issue 13: recipes across sizes
+
+# recipe -> (reducer, k given?, algorithm, assign_noise); same settings on every set, the
+# size-aware defaults of nscnet.defaults (min_cluster_size, min_samples, umap_neighbors from N)
+SIZE_RECIPES = {
+    "pca64+kmeans at K (baseline)": ("pca", True, "kmeans", False),
+    "umap10+hdbscan own number (baseline)": ("umap", False, "hdbscan", False),
+    "umap10+kmeans at K": ("umap", True, "kmeans", False),
+    "umap10+hdbscan cut to K": ("umap", True, "hdbscan", False),
+    "umap10+hdbscan cut to K +assign_noise": ("umap", True, "hdbscan", True),
+    "umap10+hdbscan own number +assign_noise": ("umap", False, "hdbscan", True),
+}
+SIZE_CRITERIA = ("silhouette", "silhouette_pca", "davies_bouldin", "stability")
+
+
+def size_rows(data: str, subset: np.ndarray | None, truth: np.ndarray, k_true: int, seed: int,
+              set_name: str) -> list[dict]:
+    """Every SIZE_RECIPES recipe on one draw (segments `subset` of `data`, None = all), through
+    the library's own steps (postprocess, umap_fit, fit_clusters, score, resample_stability).
+    Features shared between recipes (pixel PCA 64, its UMAP 10) are computed once; each row's
+    CPU minutes are its own clustering plus the features it needs."""
+    from nscnet.cluster import fit_clusters, internal_metrics
+    from nscnet.dataset import read_dataset as read
+    from nscnet.defaults import resolve
+    from nscnet.postprocess import postprocess
+    from nscnet.reduction import umap_fit
+
+    flat = read(data).flat()
+    x = flat if subset is None else flat[subset]
+    n = len(x)
+    base = resolve(BasenetConfig(data=data, seed=seed, k=k_true, pca_dim=64, whiten=False, l2=False), n)[0]
+    cpu = cpu_seconds()
+    pca, _ = postprocess(x, base)
+    pca_cpu = cpu_seconds() - cpu
+    cpu = cpu_seconds()
+    umap, _ = umap_fit(pca, base)
+    umap_cpu = cpu_seconds() - cpu
+    rows = []
+    for name, (reducer, given, algorithm, assign) in SIZE_RECIPES.items():
+        cpu = cpu_seconds()
+        params = resolve(BasenetConfig(data=data, seed=seed, k=k_true if given else 0, algorithm=algorithm,
+                                       assign_noise=assign, reducer=reducer, pca_dim=64, whiten=False, l2=False), n)[0]
+        space = pca if reducer == "pca" else umap
+        result = fit_clusters(space, params)
+        metrics = score(space, result, params, truth)
+        metrics["stability"] = resample_stability(space, params, 3, reference=result.labels)
+        metrics["silhouette_pca"] = internal_metrics(pca, result.labels, seed=seed)["silhouette"]
+        spent = cpu_seconds() - cpu + pca_cpu + (umap_cpu if reducer == "umap" else 0)
+        rows.append({"set": set_name, "n": n, "k": k_true, "seed": seed, "configuration": name,
+                     **{key: metrics.get(key) for key in ("nmi_truth", "ari_truth", "n_clusters", "noise_fraction")
+                        + SIZE_CRITERIA}, "cpu_minutes": spent / 60})
+        print(f"[quality] {set_name} n {n} seed {seed} {name}: nmi_truth={metrics['nmi_truth']:.3f} "
+              f"n_clusters={metrics['n_clusters']}", flush=True)
+    return rows
+
+
+DEEP_RECIPE = "nscnet --preset quality, no k (HDBSCAN's own number)"
+
+
+def subset_dataset(data: Path, subset: np.ndarray, out: Path) -> Path:
+    """A dataset folder of the segments `subset` of `data` (images and segment rows, renumbered)."""
+    import pandas as pd
+
+    from nscnet.dataset import IMAGES, META, SEGMENTS, open_image_writer
+
+    if (out / META).exists():
+        return out
+    source = read_dataset(data)
+    out.mkdir(parents=True, exist_ok=True)
+    images = open_image_writer(out / IMAGES, len(subset), *source.image_shape)
+    images[:] = source.images[subset]
+    images.flush()
+    del images
+    rows = source.segments.iloc[subset].copy()
+    rows["row"] = np.arange(len(subset))
+    pd.DataFrame(rows).to_csv(out / SEGMENTS, index=False)
+    (out / META).write_text(json.dumps({"subset_of": str(data), "segments": len(subset)}))
+    return out
+
+
+def deep_rows(data: Path, work: Path, size: int, draw: int) -> dict:
+    """The quality preset (one NSCNet run, MLflow store in work) on a seeded draw, k not given."""
+    from nscnet.models.nscnet import run_nscnet
+
+    labels = read_dataset(data).truth()
+    subset = np.sort(np.random.default_rng(draw).choice(len(labels), size, replace=False)) if size else None
+    folder = data if subset is None else subset_dataset(data, subset, work / f"bf-{size}-{draw}")
+    cpu = cpu_seconds()
+    metrics = run_nscnet(presets.config("nscnet", "quality", data=str(folder), seed=draw, figures=False,
+                                        **{**COMMON, "export": False}, **DEEP))
+    return {"set": "bengalese finch", "n": len(labels) if subset is None else size, "k": 0, "seed": draw,
+            "configuration": DEEP_RECIPE, **{key: metrics.get(key) for key in
+                                             ("nmi_truth", "ari_truth", "n_clusters", "noise_fraction") + SIZE_CRITERIA},
+            "cpu_minutes": (cpu_seconds() - cpu) / 60}
+
+
+def synth_sets(work: Path, specs: list[str]) -> list[tuple[str, Path]]:
+    """Synthetic song sets `songs:types:snr_db` (nscnet synth + preprocess, 64 x 64 images, 3 s)."""
+    from nscnet.audio.synth import write_synthetic
+    from nscnet.config import SynthConfig
+    from nscnet.preprocess import preprocess
+
+    out = []
+    for spec in specs:
+        songs, types, snr = spec.split(":")
+        name = f"synth {songs} songs {types} types {snr} dB"
+        folder = work / f"synth-{songs}-{types}-{snr}"
+        if not (folder / "dataset" / "preprocess.json").exists():
+            write_synthetic(SynthConfig(out=str(folder / "audio"), songs=int(songs), types=int(types),
+                                        snr_db=float(snr), recordings=2, seed=0))
+            preprocess(PreprocessConfig(audio=str(folder / "audio"), out=str(folder / "dataset"), duration_s=3.0,
+                                        n_mels=64, frames=64))
+        out.append((name, folder / "dataset"))
+    return out
+
+
+def sizes_main(args, work: Path) -> None:
+    """--sizes: SIZE_RECIPES on seeded draws of the syllables and on synthetic sets, one table."""
+    rows_file = Path(args.rows) if args.rows else work / "size_rows.json"
+    rows = [] if args.fresh or not rows_file.exists() else json.loads(rows_file.read_text())
+    done = {(r["set"], r["n"], r["seed"]) for r in rows}
+    data = Path(args.data) if args.data else dataset(work)
+    labels = read_dataset(data).truth()
+    k_true = len(np.unique(labels))
+    for size in [int(s) for s in args.sizes.split(",") if s]:
+        draws = [0] if size == 0 or size >= len(labels) else range(args.draws)
+        for draw in draws:
+            n = len(labels) if size == 0 else min(size, len(labels))
+            if ("bengalese finch", n, draw) in done:
+                continue
+            subset = None if n == len(labels) else np.sort(np.random.default_rng(draw).choice(len(labels), n, replace=False))
+            truth = labels if subset is None else labels[subset]
+            rows += size_rows(str(data), subset, truth, len(np.unique(truth)), draw, "bengalese finch")
+            rows_file.write_text(json.dumps(rows, indent=1, default=float))
+    os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{work / 'mlflow.db'}")
+    for size in [int(s) for s in args.deep_sizes.split(",") if s]:  # the deep preset, one NSCNet run a draw
+        for draw in ([0] if size == 0 else range(args.deep_draws)):
+            n = len(labels) if size == 0 else size
+            if any((r["set"], r["n"], r["seed"], r["configuration"]) == ("bengalese finch", n, draw, DEEP_RECIPE)
+                   for r in rows):
+                continue
+            rows.append(deep_rows(data, work, size, draw))
+            print(f"[quality] deep n {n} seed {draw}: nmi_truth={rows[-1]['nmi_truth']:.3f}", flush=True)
+            rows_file.write_text(json.dumps(rows, indent=1, default=float))
+    for name, folder in synth_sets(work, [s for s in args.synth.split(",") if s]):
+        truth = read_dataset(folder).truth()
+        if (name, len(truth), 0) not in done:
+            rows += size_rows(str(folder), None, truth, len(np.unique(truth)), 0, name)
+            rows_file.write_text(json.dumps(rows, indent=1, default=float))
+    print_size_table(rows)
+
+
+def print_size_table(rows: list[dict]) -> None:
+    """nmi_truth mean ± std per set, size and recipe; then, per set and size, how often each
+    label-free criterion picks the recipe of the best nmi_truth, and its rank correlation."""
+    groups = list(dict.fromkeys((r["set"], r["n"]) for r in rows))
+    names = list(dict.fromkeys(r["configuration"] for r in rows))
+    print("\n| set | N | draws | " + " | ".join(names) + " |\n|" + "---|" * (3 + len(names)))
+    for set_name, n in groups:
+        cells = []
+        for name in names:
+            nmi = np.array([r["nmi_truth"] for r in rows if (r["set"], r["n"], r["configuration"]) == (set_name, n, name)])
+            cells.append(f"{nmi.mean():.3f} ± {nmi.std():.3f}" if len(nmi) else "-")
+        draws = len({r["seed"] for r in rows if (r["set"], r["n"]) == (set_name, n)})
+        print(f"| {set_name} | {n} | {draws} | " + " | ".join(cells) + " |")
+    print("\nCPU minutes per run (mean over every set):")
+    for name in names:
+        print(f"  {name:42s} {np.mean([r['cpu_minutes'] for r in rows if r['configuration'] == name]):.3f}")
+    print("\nlabel-free choice between recipes, per draw: criterion picks the best-nmi recipe (hits / draws), "
+          "mean Spearman with nmi_truth, mean nmi_truth lost by its pick")
+    draws = list(dict.fromkeys((r["set"], r["n"], r["seed"]) for r in rows))
+    for criterion in SIZE_CRITERIA:
+        hits, lost, rhos = 0, [], []
+        for key in draws:
+            group = [r for r in rows if (r["set"], r["n"], r["seed"]) == key]
+            rho = rank_correlations(group, [criterion])[criterion]
+            if rho is not None:
+                rhos.append(rho)
+            scored = [r for r in group if r.get(criterion) is not None]
+            if not scored:
+                continue
+            sign = -1 if criterion == "davies_bouldin" else 1
+            pick = max(scored, key=lambda r: sign * r[criterion])
+            best = max(r["nmi_truth"] for r in group)
+            hits += pick["nmi_truth"] == best
+            lost.append(best - pick["nmi_truth"])
+        print(f"  {criterion:16s} {hits}/{len(draws)}  rho {np.mean(rhos) if rhos else float('nan'):.3f}  "
+              f"lost {np.mean(lost) if lost else float('nan'):.3f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--work", default="/tmp/nscnet-quality", help="dataset cache, MLflow store, rows file")
@@ -159,6 +358,15 @@ def main() -> None:
                                                    "--merge adds other rows files to the table")
     parser.add_argument("--merge", default="", help="comma-separated rows files of other calls, shown in the table")
     parser.add_argument("--fresh", action="store_true", help="forget rows measured before")
+    parser.add_argument("--sizes", default="", help="issue 13 table: syllable subset sizes, e.g. 50,200,1000,0 "
+                                                    "(0 = all); runs SIZE_RECIPES instead of the configurations")
+    parser.add_argument("--draws", type=int, default=3, help="--sizes: seeded draws per subset size")
+    parser.add_argument("--synth", default="", help="--sizes: synthetic sets songs:types:snr_db, e.g. 60:5:20,600:12:5")
+    parser.add_argument("--deep-sizes", default="", help="--sizes: subset sizes for the deep preset (quality, "
+                                                         "minutes of CPU each), e.g. 50,200")
+    parser.add_argument("--deep-draws", type=int, default=2, help="--sizes: seeded draws per deep subset size")
+    parser.add_argument("--data", default="", help="--sizes: an existing dataset folder of the syllables "
+                                                   "(default: preprocessed into <work>)")
     args = parser.parse_args()
     import torch
 
@@ -167,6 +375,8 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     os.chdir(work)
     os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{work / 'mlflow.db'}")
+    if args.sizes or args.synth or args.deep_sizes:
+        return sizes_main(args, work)
     rows_file = Path(args.rows) if args.rows else work / "quality_rows.json"
     rows = [] if args.fresh or not rows_file.exists() else json.loads(rows_file.read_text())
     data = dataset(work)

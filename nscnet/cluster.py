@@ -7,7 +7,10 @@ noise (OPTICS / HDBSCAN only).
   faster at large K, same inertia within 1%);
   `backend="auto"` picks faiss for K >= FAISS_MIN_K, where benchmarks/cluster.py measured it
   faster with the same inertia within 1%. Both run on the cores that are actually free.
-- `fit_clusters`: dispatches on `params.algorithm` (kmeans | optics | hdbscan).
+- `fit_clusters`: dispatches on `params.algorithm` (kmeans | optics | hdbscan). HDBSCAN with
+  `k` given (> 0) returns exactly k clusters: its condensed tree cut horizontally to k
+  (`hdbscan_cut`); with k = 0 it finds the number itself (excess of mass). `assign_noise`
+  gives every noise point the cluster of its nearest clustered point (`assign_noise`).
 - `internal_metrics`: silhouette (noise excluded, seeded sample), n_clusters, noise_fraction,
   Davies-Bouldin, Calinski-Harabasz; None (missing, never a made-up number) where undefined.
 - `truth_metrics`: NMI, ARI, V-measure, homogeneity, completeness against reference labels,
@@ -246,12 +249,129 @@ def fit_clusters(features: np.ndarray, params: Any, *, k: int | None = None,
     else:
         raise ConfigError(f"algorithm={algorithm!r} is not one of kmeans, optics, hdbscan")
     labels = model.fit_predict(x).astype(np.int64)
+    k = params.k if k is None else k
+    if algorithm == "hdbscan" and k:  # k given: HDBSCAN's own tree cut to k clusters
+        _check_k(k, n)
+        labels = hdbscan_cut(model._single_linkage_tree_, n, k, max(params.min_cluster_size, 2))
+        labels = split_to_k(x, labels, k, seed=params.seed)  # a hierarchy with fewer than k clusters
+    if getattr(params, "assign_noise", False):
+        labels = assign_noise(x, labels)
     n_clusters, noise = _summary(labels)
     warning = noise_warning(algorithm, n_clusters, noise, min_cluster_size=params.min_cluster_size,
                             min_samples=min_samples)
     if warning:
         log.warning(warning)
     return ClusterResult(labels, None, None, n_clusters, noise)
+
+
+def _condensed(single_linkage_tree: np.ndarray, min_cluster_size: int) -> np.ndarray:
+    """HDBSCAN's condensed tree (rows parent, child, value = lambda, cluster_size; the root is N) from
+    scikit-learn's single-linkage tree, by scikit-learn's own `_condense_tree` (private in
+    scikit-learn 1.9, the one HDBSCAN.fit calls; scikit-learn has no public condensed tree)."""
+    from sklearn.cluster._hdbscan._tree import _condense_tree
+
+    return _condense_tree(single_linkage_tree, min_cluster_size)
+
+
+def _tree_cut(condensed: np.ndarray, n: int, k: int) -> tuple[list[int], dict[int, list[int]]]:
+    """The k (or, when the tree has fewer, all) clusters of a horizontal cut of a condensed
+    tree: from the root, split the cluster whose children appear first (smallest lambda, the
+    largest distance) until k clusters remain. Returns (frontier clusters, children of each)."""
+    import heapq
+
+    rows = condensed[condensed["cluster_size"] > 1] if len(condensed) else condensed
+    rows = rows[rows["child"] >= n]
+    children: dict[int, list[int]] = {}
+    split_at: dict[int, float] = {}
+    for row in rows:
+        parent = int(row["parent"])
+        children.setdefault(parent, []).append(int(row["child"]))
+        split_at[parent] = min(split_at.get(parent, np.inf), float(row["value"]))
+    frontier = {n}
+    heap = [(split_at[n], n)] if n in split_at else []
+    while heap and len(frontier) < k:
+        _, node = heapq.heappop(heap)
+        frontier.discard(node)
+        for child in children[node]:
+            frontier.add(child)
+            if child in split_at:
+                heapq.heappush(heap, (split_at[child], child))
+    return sorted(frontier), children
+
+
+def hdbscan_cut(single_linkage_tree: np.ndarray, n: int, k: int, min_cluster_size: int) -> np.ndarray:
+    """Labels (N,) of exactly k clusters (noise -1) from HDBSCAN's hierarchy: its condensed tree
+    at `min_cluster_size` cut horizontally to k clusters (`_tree_cut`). A point belongs to the
+    cut cluster it stays in (or falls out of) below the cut; a point that falls out of the tree
+    above the cut is noise. When the condensed tree has fewer than k clusters, min_cluster_size
+    is halved (down to 2) until it has them (still fewer: `split_to_k` splits the largest); when
+    a split gives more than k, the smallest cluster joins the largest until k remain.
+    """
+    size = max(2, int(min_cluster_size))
+    while True:
+        condensed = _condensed(single_linkage_tree, size)
+        frontier, children = _tree_cut(condensed, n, k)
+        if len(frontier) >= k or size == 2:
+            break
+        size = max(2, size // 2)
+    owner: dict[int, int] = {}  # cluster node -> index of the frontier cluster below which it lies
+    stack = [(node, i) for i, node in enumerate(frontier)]
+    while stack:
+        node, label = stack.pop()
+        owner[node] = label
+        stack.extend((child, label) for child in children.get(node, []))
+    labels = np.full(n, NOISE, dtype=np.int64)
+    points = condensed[condensed["child"] < n]
+    for row in points:
+        label = owner.get(int(row["parent"]))
+        if label is not None:
+            labels[int(row["child"])] = label
+    # a frontier cluster whose every point lies in its subclusters still owns them (handled above);
+    # more than k (a split into 3+ children): the smallest join the largest cluster they touch first
+    while len(np.unique(labels[labels != NOISE])) > k:
+        counts = np.bincount(labels[labels != NOISE])
+        present = np.flatnonzero(counts)
+        smallest = present[np.argmin(counts[present])]
+        others = present[present != smallest]
+        labels[labels == smallest] = others[np.argmax(counts[others])]
+    _, labels[labels != NOISE] = np.unique(labels[labels != NOISE], return_inverse=True)
+    return labels
+
+
+def split_to_k(features: np.ndarray, labels: np.ndarray, k: int, seed: int = 0) -> np.ndarray:
+    """Labels with k clusters: while fewer, the largest cluster is split in two by 2-means
+    (for a hierarchy that holds fewer than k clusters of 2 or more points). DataError when the
+    largest cluster cannot be split (identical points)."""
+    labels = np.asarray(labels).copy()
+    x = np.asarray(features, dtype=np.float32)
+    if (labels == NOISE).all():  # nothing clustered: start from one cluster of everything
+        labels[:] = 0
+    while len(np.unique(labels[labels != NOISE])) < k:
+        counts = np.bincount(labels[labels != NOISE])
+        largest = int(np.argmax(counts))
+        members = np.flatnonzero(labels == largest)
+        halves = KMeans(n_clusters=2, n_init=1, random_state=seed).fit_predict(x[members]) \
+            if len(members) >= 2 and len(np.unique(x[members], axis=0)) >= 2 else None
+        if halves is None or halves.min() == halves.max():
+            raise DataError(f"k={k}: these {len(x)} segments hold only {len(counts[counts > 0])} separable "
+                            "clusters; choose a smaller k")
+        labels[members[halves == 1]] = len(counts)
+    return labels
+
+
+def assign_noise(features: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Labels (N,) with every noise point (-1) given the label of its nearest clustered point
+    (Euclidean, in the space that was clustered); unchanged when nothing or everything is noise."""
+    labels = np.asarray(labels).copy()
+    noise = labels == NOISE
+    if not noise.any() or noise.all():
+        return labels
+    from sklearn.neighbors import NearestNeighbors
+
+    x = np.asarray(features, dtype=np.float32)
+    nearest = NearestNeighbors(n_neighbors=1).fit(x[~noise]).kneighbors(x[noise], return_distance=False)[:, 0]
+    labels[noise] = labels[~noise][nearest]
+    return labels
 
 
 NOISE_WARN_SHARE = 0.5  # a density clustering calling more than this share noise is warned about

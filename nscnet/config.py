@@ -240,11 +240,14 @@ class Cluster(Group):
     """One clustering (`nscnet.cluster.fit_clusters`)."""
 
     algorithm: str = param("kmeans", "clustering algorithm", choices=ALGORITHMS)
-    k: int = param(0, "number of clusters for k-means (0 = auto: sqrt(N/2), 2..64, N = segments)", search="pow2")
+    k: int = param(0, "number of clusters (0 = auto: k-means sqrt(N/2), 2..64, N = segments; HDBSCAN finds "
+                      "its own number; given, HDBSCAN's tree is cut to k clusters)", search="pow2")
     n_init: int = param(3, "k-means restarts (k-means++ init)")
     kmeans_backend: str = param("auto", "k-means implementation", choices=("auto", "sklearn", "faiss"))
     min_samples: int = param(0, "OPTICS / HDBSCAN min_samples (0 = auto: = min_cluster_size)")
     min_cluster_size: int = param(0, "HDBSCAN (and OPTICS) min_cluster_size (0 = auto: sqrt(N)/2, at least 2)")
+    assign_noise: bool = param(False, "OPTICS / HDBSCAN: give every noise point the cluster of its nearest "
+                                      "clustered point (no -1 left)")
     optics_xi: float = param(0.05, "OPTICS xi: minimum steepness of a cluster boundary")
     optics_max_eps: float = param(0.0, "OPTICS max_eps: largest neighbourhood radius (0 = unbounded)")
     seed: int = param(0, "random seed")
@@ -672,6 +675,29 @@ class EntropyConfig(StepConfig):
             raise ConfigError(f"silence_db={self.silence_db} must be below 0 dB (relative to the loudest frame)")
         if self.highpass_hz >= self.sample_rate / 2:
             raise ConfigError(f"highpass_hz={self.highpass_hz} must be below the Nyquist frequency {self.sample_rate / 2}")
+
+
+# -------------------------------------------------------------------------- auto (issue 13)
+
+AUTO_CRITERIA = ("silhouette", "davies_bouldin", "calinski_harabasz", "stability")
+
+
+@dataclass(frozen=True)
+class AutoConfig(Data, StepConfig):
+    """`nscnet auto`: candidate recipes on the data, one chosen by a label-free criterion (`nscnet.auto`)."""
+
+    candidates: str = param("auto", "comma-separated candidate recipes (nscnet.presets.AUTO_CANDIDATES), each a "
+                                    "nested run (auto: pca-kmeans,umap-kmeans,umap-hdbscan, and quality from "
+                                    "1,000 segments on)")
+    criterion: str = param("silhouette", "label-free metric that chooses between the candidates "
+                                         "(davies_bouldin: lower is better)", choices=AUTO_CRITERIA)
+    k: int = param(0, "clusters of every candidate (0 = auto: k-means sqrt(N/2), HDBSCAN its own number)")
+    seed: int = param(0, "random seed of every candidate")
+    truth: bool = param(False, "score every candidate against the reference labels (never used for the choice)")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_positive(self, "k", allow_zero=True)
 
 
 # -------------------------------------------------------------------------------- studies

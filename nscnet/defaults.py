@@ -17,7 +17,8 @@ docs/clustering.md "Size-aware defaults"):
 
 | field | auto value |
 |---|---|
-| `k` | round(sqrt(N / 2)), between 2 and the step's usual K (64; `pretrain`: 16): the rule of thumb of Mardia et al. (1979), which gives the paper's 64 at its data's size (7,652 syllables) |
+| `k` | k-means: round(sqrt(N / 2)), between 2 and the step's usual K (64; `pretrain`: 16): the rule of thumb of Mardia et al. (1979), which gives the paper's 64 at its data's size (7,652 syllables). HDBSCAN / OPTICS (NSCNet: `final_algorithm`): stays 0, the algorithm finds the number itself (a k given cuts HDBSCAN's tree to k, `nscnet.cluster.hdbscan_cut`) |
+| `k_train` (NSCNet, final clustering HDBSCAN / OPTICS, k = 0) | the pseudo-labels' K: round(sqrt(N / 2)), as `k` above |
 | `min_cluster_size` (HDBSCAN, OPTICS) | round(sqrt(N) / 2), at least 2 |
 | `min_samples` (HDBSCAN, OPTICS) | min_cluster_size (HDBSCAN's own default; OPTICS: at least 2) |
 | `umap_neighbors` | round(sqrt(N)), between 2 and UMAP's usual 15 |
@@ -102,13 +103,22 @@ def resolve(cfg: Any, n: int) -> tuple[Any, dict[str, str]]:
     """
     changes: dict[str, Any] = {}
     notes: dict[str, str] = {}
-    if _has(cfg, "k") and cfg.k == 0:
-        usual = getattr(type(cfg), "_auto_k_usual", DEFAULT_K)
-        changes["k"] = auto_k(n, usual)
-        notes["k"] = f"{changes['k']} (auto: sqrt(N/2), at most {usual}; N={n})"
     algorithm = getattr(cfg, "algorithm", "kmeans")
     final = getattr(cfg, "final_algorithm", "kmeans")
     density = algorithm != "kmeans" or final != "kmeans"
+    # the algorithm that gives the run's clusters: NSCNet's final clustering, else `algorithm`
+    last = final if _has(cfg, "final_algorithm") else algorithm
+    if _has(cfg, "k") and cfg.k == 0:
+        usual = getattr(type(cfg), "_auto_k_usual", DEFAULT_K)
+        if last == "kmeans":
+            changes["k"] = auto_k(n, usual)
+            notes["k"] = f"{changes['k']} (auto: sqrt(N/2), at most {usual}; N={n})"
+        else:  # k stays 0: the density clustering finds the number of clusters itself
+            notes["k"] = (f"0 (auto: {last} finds the number of clusters itself"
+                          + (", excess of mass over its condensed tree" if last == "hdbscan" else "") + ")")
+            if _has(cfg, "k_train") and cfg.k_train == 0:  # NSCNet's pseudo-labels still need a K
+                changes["k_train"] = auto_k(n, usual)
+                notes["k_train"] = f"{changes['k_train']} (auto: sqrt(N/2), at most {usual}; N={n})"
     mcs = cfg.min_cluster_size if _has(cfg, "min_cluster_size") else 0
     if _has(cfg, "min_cluster_size") and mcs == 0:
         mcs = changes["min_cluster_size"] = auto_min_cluster_size(n)

@@ -81,6 +81,8 @@ def _name(cfg: Any, step: str) -> str:
         return f"predict {Path(cfg.data).name} with {cfg.run_id[:8]}"
     if step == "study":
         return f"study {cfg.study_name or cfg.model}"
+    if step == "auto":
+        return f"auto {'candidates' if cfg.candidates == 'auto' else cfg.candidates.replace(',', ' ')} by {cfg.criterion}"
     return step
 
 

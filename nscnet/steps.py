@@ -73,6 +73,7 @@ STEPS: dict[str, Step] = {
         Step("curate", C.CurateConfig, "nscnet.report.curate:run_curate", "merge, rename, drop clusters: a curated run"),
         Step("zipf", C.ZipfConfig, "nscnet.analysis.zipf:run_zipf", "Zipf's law and repertoire size of a clustering"),
         Step("entropy", C.EntropyConfig, "nscnet.analysis.entropy:run_entropy", "chromagram note entropy of every song"),
+        Step("auto", C.AutoConfig, "nscnet.auto:run_auto", "candidate recipes on the data, one chosen without labels"),
         Step("study", C.StudyConfig, "nscnet.studies:run_study", "Optuna study over a model's hyperparameters"),
         Step("ui", C.UiConfig, "nscnet.dashboards:run_ui", "start the MLflow UI and the Optuna dashboard"),
     )

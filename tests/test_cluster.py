@@ -153,3 +153,55 @@ def test_an_explicit_thread_cap_bounds_the_free_cores(monkeypatch):
     assert free_cores() == 1
     monkeypatch.delenv("OMP_NUM_THREADS")
     assert 1 <= free_cores() <= (os.cpu_count() or 1)
+
+
+@pytest.fixture(scope="module")
+def nested_blobs():
+    """8 blobs in 4 well separated pairs: HDBSCAN's hierarchy holds 4 clusters, then 8."""
+    pairs = np.array([[0, 0], [40, 0], [0, 40], [40, 40]], dtype=float)
+    centers = np.concatenate([pairs, pairs + [6, 0]])
+    x, y = make_blobs(n_samples=800, centers=centers, cluster_std=1.0, random_state=0)
+    return x.astype(np.float32), y
+
+
+@pytest.mark.parametrize("k", [2, 4, 8, 12])
+def test_hdbscan_returns_k_clusters_when_k_is_given(nested_blobs, k):
+    x, y = nested_blobs
+    result = fit_clusters(x, ClusterParams(algorithm="hdbscan", k=k))
+    assert result.n_clusters == k and len(np.unique(result.labels[result.labels >= 0])) == k
+    assert set(np.unique(result.labels)) <= set(range(-1, k))
+    if k == 4:  # the cut follows the hierarchy: each pair of blobs is one cluster
+        pairs = y % 4
+        assert truth_metrics(result.labels, pairs)["nmi_truth"] > 0.95
+    if k == 8:
+        assert truth_metrics(result.labels, y)["nmi_truth"] > 0.9
+
+
+def test_hdbscan_without_k_finds_the_number_itself(nested_blobs):
+    x, _ = nested_blobs
+    found = fit_clusters(x, ClusterParams(algorithm="hdbscan", min_cluster_size=20)).n_clusters
+    assert found in (4, 8)  # excess of mass picks a level of the hierarchy, not a given k
+
+
+def test_hdbscan_k_larger_than_the_hierarchy_is_a_clear_error():
+    x = np.zeros((6, 2), dtype=np.float32)
+    x[3:] = 10
+    with pytest.raises(DataError, match="k=5"):  # two groups of 3: no more than 2 clusters of 2 or more points
+        fit_clusters(x, ClusterParams(algorithm="hdbscan", k=5, min_cluster_size=2, min_samples=2))
+
+
+@pytest.mark.parametrize("algorithm", ["hdbscan", "optics"])
+def test_assign_noise_gives_each_noise_point_its_nearest_clusters_label(blobs, algorithm):
+    x, _ = blobs
+    rng = np.random.default_rng(0)
+    x = np.concatenate([x, rng.uniform(x.min(), x.max(), size=(30, x.shape[1])).astype(np.float32)])
+    params = ClusterParams(algorithm=algorithm, min_cluster_size=10, min_samples=5)
+    plain = fit_clusters(x, params)
+    assigned = fit_clusters(x, ClusterParams(algorithm=algorithm, min_cluster_size=10, min_samples=5, assign_noise=True))
+    noise = plain.labels == -1
+    assert noise.any() and not (assigned.labels == -1).any() and assigned.noise_fraction == 0
+    assert (assigned.labels[~noise] == plain.labels[~noise]).all()  # clustered points keep their label
+    clustered = np.flatnonzero(~noise)
+    for i in np.flatnonzero(noise):  # each noise point: the label of its nearest clustered point
+        nearest = clustered[np.argmin(((x[clustered] - x[i]) ** 2).sum(axis=1))]
+        assert assigned.labels[i] == plain.labels[nearest]

@@ -101,6 +101,11 @@ def basenet_runs(place, reads):
              figures=False, stability_runs=0)
 
 
+def auto_runs(place, reads):
+    run_step("auto", reads, data=place["data"], candidates="pca-kmeans,umap-hdbscan", criterion="silhouette", k=4,
+             seed=0, truth=True)
+
+
 def predict_runs(place, reads):
     for model in ("basenet", "vaenet"):  # a BASENet run needs no network (no device)
         run_step("predict", reads, run_id=place[model], data=place["data"], out=str(place["root"] / f"pred-{model}"))
@@ -171,7 +176,7 @@ def curate_runs(place, reads):
 
 # in order: later steps use what earlier ones made
 RUNS = {"synth": synth_runs, "preprocess": preprocess_runs, "entropy": entropy_runs, "basenet": basenet_runs,
-        "vaenet": vaenet_runs, "predict": predict_runs, "zipf": zipf_runs, "nscnet": nscnet_runs,
+        "auto": auto_runs, "vaenet": vaenet_runs, "predict": predict_runs, "zipf": zipf_runs, "nscnet": nscnet_runs,
         "pretrain": pretrain_runs, "study": study_runs, "report": report_runs, "curate": curate_runs}
 
 

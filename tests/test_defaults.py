@@ -28,9 +28,9 @@ def test_rules_scale_with_n():
 
 def test_resolve_fills_auto_fields_keeps_given_ones_and_caps_batches():
     cfg, notes = defaults.resolve(BasenetConfig(algorithm="hdbscan", reducer="umap"), 30)
-    assert (cfg.k, cfg.min_cluster_size, cfg.min_samples, cfg.umap_neighbors) == (4, 3, 3, 5)
+    assert (cfg.k, cfg.min_cluster_size, cfg.min_samples, cfg.umap_neighbors) == (0, 3, 3, 5)  # k: HDBSCAN's own
     assert set(notes) == {"k", "min_cluster_size", "min_samples", "umap_neighbors"}
-    assert "N=30" in notes["k"]
+    assert "N=30" in notes["min_cluster_size"] and "finds the number of clusters itself" in notes["k"]
     given, notes = defaults.resolve(BasenetConfig(k=8, min_cluster_size=7, min_samples=3, umap_neighbors=9), 30)
     assert (given.k, given.min_cluster_size, given.min_samples, given.umap_neighbors) == (8, 7, 3, 9) and not notes
     nsc, notes = defaults.resolve(NscnetConfig(pretrain_epochs=2), 30)
@@ -74,7 +74,7 @@ def test_defaults_on_2000_segments_scale_up(tracking, tmp_path):
     metrics = run_basenet(BasenetConfig(data=str(data), algorithm="hdbscan", pca_dim=8, whiten=False,
                                         truth=True, figures=False, export=False, stability_runs=0))
     params = T.get_run(metrics["run_id"]).data.params
-    assert (params["k"], params["min_cluster_size"], params["min_samples"]) == ("32", "22", "22")
+    assert (params["k"], params["min_cluster_size"], params["min_samples"]) == ("0", "22", "22")  # k: HDBSCAN's own
     assert metrics["n_clusters"] == 8 and metrics["nmi_truth"] > 0.95
 
 
@@ -97,3 +97,34 @@ def test_all_noise_is_flagged_loudly_with_a_suggestion(tracking, tmp_path):
     from nscnet.cluster import noise_warning
 
     assert noise_warning("hdbscan", 3, 0.2, min_cluster_size=3, min_samples=3) is None
+
+
+def test_hdbscan_without_k_finds_its_own_number_and_says_how(tracking, song30):
+    from nscnet import tracking as T
+    from nscnet.models.basenet import run_basenet
+
+    cfg, notes = defaults.resolve(BasenetConfig(algorithm="hdbscan"), 30)
+    assert cfg.k == 0 and "finds the number of clusters itself" in notes["k"]
+    nsc, notes = defaults.resolve(NscnetConfig(final_algorithm="hdbscan"), 30)
+    assert (nsc.k, nsc.k_train) == (0, 4) and "k_train" in notes  # the pseudo-labels still have a K
+    given = run_basenet(BasenetConfig(data=str(song30), truth=True, algorithm="hdbscan", reducer="umap", k=5,
+                                      figures=False, export=False, stability_runs=0))
+    assert given["n_clusters"] == 5  # k given: HDBSCAN's tree cut to 5 clusters
+    found = run_basenet(BasenetConfig(data=str(song30), truth=True, algorithm="hdbscan", reducer="umap",
+                                      figures=False, export=False, stability_runs=0))
+    assert "finds the number of clusters itself" in T.get_run(found["run_id"]).data.tags[defaults.AUTO_TAG]
+
+
+@pytest.mark.slow
+def test_quality_preset_on_30_songs_is_not_all_noise(tracking, song30):
+    from nscnet import presets
+    from nscnet.models.nscnet import run_nscnet
+    from nscnet import tracking as T
+
+    metrics = run_nscnet(presets.config("nscnet", "quality", data=str(song30), truth=True, figures=False,
+                                        export=False, stability_runs=0, device="cpu", threads=1, num_workers=0,
+                                        pretrain_epochs=1, embedding_dim=16))
+    assert metrics["n_clusters"] >= 2 and metrics["noise_fraction"] < 1
+    run = T.get_run(metrics["run_id"])
+    assert "min_cluster_size=3 (auto" in run.data.tags[defaults.AUTO_TAG]
+    assert "batch_size=30 (capped at N" in run.data.tags[defaults.AUTO_TAG]

@@ -156,7 +156,7 @@ def size_metrics(labels: np.ndarray, k: int) -> dict[str, float]:
 def check_inputs(cfg: NscnetConfig, dataset: Dataset) -> None:
     if cfg.algorithm != "kmeans":
         raise ConfigError(f"algorithm={cfg.algorithm!r}: NSCNet trains on k-means pseudo-labels (algorithm=kmeans)")
-    if cfg.k < 2:
+    if levers.training_k(cfg) < 2:  # k = 0 with a density final clustering: k_train (auto) is the pseudo-labels' K
         raise ConfigError(f"k={cfg.k}: NSCNet needs at least 2 clusters to classify")
     if cfg.k > len(dataset):
         raise ConfigError(f"k={cfg.k} is larger than the number of segments in {cfg.data} ({len(dataset)}): choose k <= {len(dataset)}")

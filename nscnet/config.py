@@ -501,6 +501,10 @@ class NscnetConfig(Umap, Augment, Network, EarlyStop, Machine, Train, Evaluate, 
     reseed_empty: bool = param(False, "re-seed empty k-means clusters by splitting the largest (DeepCluster)")
     keep_head: bool = param(False, "keep the classifier head across epochs (pseudo-labels matched to the previous "
                                    "epoch's) instead of a fresh head every epoch", search=(False, True))
+    head_warmup: int = param(-1, "Adam steps (1,024 embeddings each, lr 1e-2) that fit each epoch's fresh head "
+                                 "to the pseudo-labels on the fixed embeddings before the network trains (0 = none; "
+                                 "-1 = auto: 200 when the network starts pretrained, else 0)")
+    backbone_lr_scale: float = param(1.0, "the network's learning rate as a multiple of lr (the head keeps lr)")
     final_reducer: str = param("pca", "final clustering: reducer of the learned embeddings (pca = the training "
                                       "post-processing; umap = UMAP to umap_dim after it)", choices=REDUCERS)
     final_algorithm: str = param("kmeans", "final clustering algorithm of the learned embeddings", choices=ALGORITHMS)
@@ -508,6 +512,9 @@ class NscnetConfig(Umap, Augment, Network, EarlyStop, Machine, Train, Evaluate, 
     def __post_init__(self) -> None:
         super().__post_init__()
         _check_positive(self, "k_train", "pretrain_epochs", "pretrain_epoch_size", allow_zero=True)
+        _check_positive(self, "backbone_lr_scale")
+        if self.head_warmup < -1:
+            raise ConfigError(f"head_warmup={self.head_warmup} must be >= 0, or -1 (auto)")
         if self.pretrain_epochs and self.pretrained_run:
             raise ConfigError("pretrain_epochs and pretrained_run both set: start from a pretrain run or "
                               "pretrain in this run, not both")

@@ -4,9 +4,10 @@ Every epoch, in order (Caron et al. 2018, as the NSCNet paper uses it):
 1. embed the whole dataset (eval mode, no augmentation)      -> features (N, embedding_dim)
 2. post-process (PCA, L2, ...) and k-means with k clusters    -> pseudo-labels (N,)
 3. nmi_prev: NMI of these pseudo-labels with the previous epoch's
-4. a fresh classifier head (softmax or ArcFace) for the new labels
+4. a fresh classifier head (softmax or ArcFace) for the new labels; with `head_warmup`,
+   first fitted alone to them on the fixed embeddings (`levers.fit_head`)
 5. one pass of epoch_length x N images drawn uniformly over clusters, SpecAugment on each
-   batch, cross-entropy on the pseudo-labels, Adam.
+   batch, cross-entropy on the pseudo-labels, Adam (the network at lr x backbone_lr_scale).
 Metrics of step e: the clustering at the start of epoch e and the training of epoch e. The
 final clustering (after the last epoch, or when nmi_prev stops improving) gives the exports.
 A checkpoint after every epoch lets `--resume <run id>` continue a killed run exactly.
@@ -178,6 +179,7 @@ def run_nscnet(cfg: NscnetConfig) -> dict[str, Any]:
         pretrained = pretrained_network(cfg.pretrained_run)
         cfg = resolve_network(cfg, pretrained)
     cfg = with_network_defaults(cfg)  # what is still empty: the built-in network
+    cfg = levers.resolve_head_warmup(cfg)  # auto: a fitted head after pretraining (docs/RESULTS.md)
     dataset = read_dataset(cfg.data)
     cfg, tags = defaults.for_data(cfg, len(dataset))  # auto k, min_cluster_size, ...: from N (a resumed run has them)
     k_train = levers.training_k(cfg)
@@ -202,7 +204,7 @@ def run_nscnet(cfg: NscnetConfig) -> dict[str, Any]:
 
         training.seed_everything(cfg.seed)
         model = prepare_model(build_model(cfg), device)
-        optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+        optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr * cfg.backbone_lr_scale)
         images = TorchImages(dataset.path)
         feature_loader = training.make_loader(images, batch_size=2 * cfg.batch_size, num_workers=cfg.num_workers,
                                               device=device)
@@ -265,6 +267,9 @@ def run_nscnet(cfg: NscnetConfig) -> dict[str, Any]:
                 head = make_head("arcface" if cfg.arcface else "softmax", cfg.embedding_dim, k_train,
                                  scale=cfg.arcface_scale, margin=cfg.arcface_margin).to(device)
                 head_optimizer = torch.optim.Adam(head.parameters(), lr=cfg.lr)
+                if cfg.head_warmup:  # the fresh head fitted to the labels on fixed embeddings first
+                    metrics["head_warmup_loss"] = levers.fit_head(head, features, pseudo_labels, steps=cfg.head_warmup,
+                                                                  seed=cfg.seed * 1_000_003 + epoch)
             sampler.set_labels(pseudo_labels, epoch)
             generator = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
             train_started = time.perf_counter()

@@ -92,7 +92,10 @@ def kmeans_plusplus(x: np.ndarray, k: int, *, seed: int = 0, trials: int | None 
     rng = np.random.default_rng(seed)
     n = len(x)
     trials = trials or 2 + int(np.log(k))
+    x = np.ascontiguousarray(x, dtype=np.float32)
     squares = np.einsum("ij,ij->i", x, x)
+    # squared distances to candidates c in one product: [x, |x|^2, 1] . [-2c, 1, |c|^2]
+    lifted = np.hstack([x, squares[:, None], np.ones((n, 1), dtype=np.float32)])
     centers = np.empty((k, x.shape[1]), dtype=np.float32)
     first = int(rng.integers(n))
     centers[0] = x[first]
@@ -104,12 +107,13 @@ def kmeans_plusplus(x: np.ndarray, k: int, *, seed: int = 0, trials: int | None 
                 candidates = rng.integers(n, size=trials)
             else:
                 candidates = np.searchsorted(cumulative, rng.uniform(size=trials) * cumulative[-1]).clip(max=n - 1)
-            distances = x @ x[candidates].T  # (N, trials) -> squared distances, in place
-            distances *= -2
-            distances += squares[:, None]
-            distances += squares[candidates][None, :]
-            np.maximum(distances, 0, out=distances)
+            right = np.empty((x.shape[1] + 2, trials), dtype=np.float32)
+            right[:-2] = -2 * x[candidates].T
+            right[-2] = 1
+            right[-1] = squares[candidates]
+            distances = lifted @ right  # (N, trials) squared distances
             np.minimum(distances, nearest[:, None], out=distances)
+            np.maximum(distances, 0, out=distances)
             best = int(np.argmin(distances.sum(axis=0)))
             centers[c] = x[candidates[best]]
             nearest = distances[:, best].copy()

@@ -89,35 +89,54 @@ def kmeans_plusplus(x: np.ndarray, k: int, *, seed: int = 0, trials: int | None 
     here because scikit-learn's own `kmeans_plusplus` took minutes at K = 2048 on a busy
     2-core machine; the small (N, trials) products run fastest on one BLAS thread.
     """
-    rng = np.random.default_rng(seed)
-    n = len(x)
-    trials = trials or 2 + int(np.log(k))
+    return kmeans_plusplus_restarts(x, k, seeds=(seed,), trials=trials)[0]
+
+
+def kmeans_plusplus_restarts(x: np.ndarray, k: int, *, seeds: Sequence[int],
+                             trials: int | None = None) -> list[np.ndarray]:
+    """`kmeans_plusplus(x, k, seed=s)` for every s of `seeds`, the restarts seeded together.
+
+    Each restart draws from its own generator exactly as alone; the squared distances to all
+    restarts' candidates of a step come from one product of the lifted matrices
+    [x, |x|^2, 1] . [-2c, 1, |c|^2], which reads the (N, D) data once per step instead of once
+    per restart (these products are memory-bound: (N, D) against a few columns).
+    """
     x = np.ascontiguousarray(x, dtype=np.float32)
+    n, dim = x.shape
+    trials = trials or 2 + int(np.log(k))
+    rngs = [np.random.default_rng(seed) for seed in seeds]
+    r = len(rngs)
     squares = np.einsum("ij,ij->i", x, x)
-    # squared distances to candidates c in one product: [x, |x|^2, 1] . [-2c, 1, |c|^2]
     lifted = np.hstack([x, squares[:, None], np.ones((n, 1), dtype=np.float32)])
-    centers = np.empty((k, x.shape[1]), dtype=np.float32)
-    first = int(rng.integers(n))
-    centers[0] = x[first]
-    nearest = np.maximum(squares - 2 * x @ x[first] + squares[first], 0)  # (N,) squared distances
+    centers = np.empty((r, k, dim), dtype=np.float32)
+    nearest = np.empty((n, r), dtype=np.float32)  # squared distance to the nearest centroid so far
+    for i, rng in enumerate(rngs):
+        first = int(rng.integers(n))
+        centers[i, 0] = x[first]
+        nearest[:, i] = np.maximum(squares - 2 * x @ x[first] + squares[first], 0)
+    right = np.empty((dim + 2, r * trials), dtype=np.float32)
+    right[-2] = 1
+    chosen = np.empty(r * trials, dtype=np.int64)
     with _controller().limit(limits=1, user_api="blas"):
         for c in range(1, k):
-            cumulative = np.cumsum(nearest, dtype=np.float64)
-            if cumulative[-1] <= 0:  # every point is already a centroid
-                candidates = rng.integers(n, size=trials)
-            else:
-                candidates = np.searchsorted(cumulative, rng.uniform(size=trials) * cumulative[-1]).clip(max=n - 1)
-            right = np.empty((x.shape[1] + 2, trials), dtype=np.float32)
-            right[:-2] = -2 * x[candidates].T
-            right[-2] = 1
-            right[-1] = squares[candidates]
-            distances = lifted @ right  # (N, trials) squared distances
-            np.minimum(distances, nearest[:, None], out=distances)
+            for i, rng in enumerate(rngs):
+                cumulative = np.cumsum(nearest[:, i], dtype=np.float64)
+                if cumulative[-1] <= 0:  # every point is already a centroid
+                    candidates = rng.integers(n, size=trials)
+                else:
+                    candidates = np.searchsorted(cumulative, rng.uniform(size=trials) * cumulative[-1]).clip(max=n - 1)
+                chosen[i * trials:(i + 1) * trials] = candidates
+            right[:-2] = -2 * x[chosen].T
+            right[-1] = squares[chosen]
+            distances = lifted @ right  # (N, r * trials) squared distances
+            distances = distances.reshape(n, r, trials)
+            np.minimum(distances, nearest[:, :, None], out=distances)
             np.maximum(distances, 0, out=distances)
-            best = int(np.argmin(distances.sum(axis=0)))
-            centers[c] = x[candidates[best]]
-            nearest = distances[:, best].copy()
-    return centers
+            best = np.argmin(distances.sum(axis=0), axis=1)  # (r,)
+            for i in range(r):
+                centers[i, c] = x[chosen[i * trials + best[i]]]
+                nearest[:, i] = distances[:, i, best[i]]
+    return list(centers)
 
 
 def _kmeans_faiss(x: np.ndarray, k: int, n_init: int, seed: int, init: np.ndarray | None) -> KMeansResult:
@@ -127,10 +146,8 @@ def _kmeans_faiss(x: np.ndarray, k: int, n_init: int, seed: int, init: np.ndarra
     n, d = x.shape
     best: KMeansResult | None = None
     starts = [np.ascontiguousarray(init, dtype=np.float32)] if init is not None else \
-        [None] * n_init
+        kmeans_plusplus_restarts(x, k, seeds=[seed + restart for restart in range(n_init)])
     for restart, start in enumerate(starts):
-        if start is None:
-            start = kmeans_plusplus(x, k, seed=seed + restart)
         # no subsampling (faiss keeps only 256 * k points by default), no warning for few points
         km = faiss.Kmeans(d, k, niter=FAISS_ITERATIONS, seed=seed + restart, min_points_per_centroid=1,
                           max_points_per_centroid=max(n, 256), verbose=False)

@@ -9,7 +9,8 @@ import pytest
 from sklearn.datasets import make_blobs
 
 from nscnet.config import ClusterParams, ConfigError, DataError
-from nscnet.cluster import free_cores, fit_clusters, internal_metrics, kmeans, kmeans_plusplus, stability, truth_metrics
+from nscnet.cluster import (free_cores, fit_clusters, internal_metrics, kmeans, kmeans_plusplus,
+                            kmeans_plusplus_restarts, stability, truth_metrics)
 
 
 @pytest.fixture(scope="module")
@@ -39,6 +40,15 @@ def test_faiss_and_sklearn_agree_on_inertia_within_one_percent(structured):
     a = kmeans(x, 64, n_init=2, seed=0, backend="sklearn")
     b = kmeans(x, 64, n_init=2, seed=0, backend="faiss")
     assert abs(a.inertia - b.inertia) / a.inertia < 0.01
+
+
+def test_restarts_seeded_together_are_the_restarts_seeded_alone():
+    # one product per step for all restarts (speed): each restart's seeds are what it gets alone
+    x = np.random.default_rng(0).normal(size=(600, 16)).astype(np.float32)
+    together = kmeans_plusplus_restarts(x, 24, seeds=[3, 4, 5])
+    for seed, seeds in zip((3, 4, 5), together):
+        np.testing.assert_array_equal(seeds, kmeans_plusplus(x, 24, seed=seed))
+    assert not np.array_equal(together[0], together[1])
 
 
 def test_kmeans_plusplus_seeds_are_distinct_data_points(blobs):

@@ -299,9 +299,11 @@ def start_run(cfg: Any, step: str, *, run_id: str | None = None, nested: bool = 
             kwargs["run_name"] = run_name
     if active is not None and not nested and active.info.run_id != run_id:
         kwargs["nested"] = True  # called from inside another step's run (a study trial, a demo)
-    with mlflow.start_run(**kwargs) as run:
+    opened: list[str] = []
+    with _png_after_run(opened), mlflow.start_run(**kwargs) as run:
         global _last_started
         _last_started = run.info.run_id
+        opened.append(run.info.run_id)
         if not run_id and not project_run:
             _params_seen[run.info.run_id] = {}  # a new run: no params yet, no need to ask the store
         if project_run and run_name:
@@ -323,6 +325,16 @@ def start_run(cfg: Any, step: str, *, run_id: str | None = None, nested: bool = 
         except BaseException:
             mlflow.end_run(status="FAILED")
             raise
+
+
+@contextlib.contextmanager
+def _png_after_run(opened: list[str]) -> Iterator[None]:
+    """Start the PNG worker of the run whose id the body appends to `opened`, once it has ended."""
+    try:
+        yield
+    finally:
+        for run_id in opened:
+            _start_png_worker(run_id)
 
 
 PID_TAG, PID_STARTED_TAG, HOST_TAG, ENDED_BY_TAG = "nscnet.pid", "nscnet.pid_started", "nscnet.host", "nscnet.ended_by"
@@ -664,9 +676,81 @@ def log_figure(fig: Any, name: str, *, folder: str = "figures", png: bool = True
         fig.write_html(html, include_plotlyjs=True, full_html=True)
         mlflow.log_artifact(str(html), artifact_path=folder)
         if png and png_enabled():
-            image = Path(tmp) / f"{name}.png"
-            if _write_png(fig, image):
-                mlflow.log_artifact(str(image), artifact_path=folder)
+            active = mlflow.active_run()
+            if active is not None and _png_off is None:
+                _queue_png(active.info.run_id, fig, name, folder)
+            else:
+                image = Path(tmp) / f"{name}.png"
+                if _write_png(fig, image):
+                    mlflow.log_artifact(str(image), artifact_path=folder)
+
+
+# PNGs of figures logged inside a run are rendered after the run by `nscnet.pngjob` (a detached
+# process): Chromium's start and the renders cost more than a BASENet run's arithmetic.
+_png_spools: dict[str, Path] = {}   # run id -> its spool folder (figures queued, worker not started)
+_png_workers: list[Any] = []        # the workers this process started (subprocess.Popen)
+
+
+def _queue_png(run_id: str, fig: Any, name: str, folder: str) -> None:
+    """Queue one figure's PNG for the run's worker; warns once (as `_write_png`) without a browser."""
+    from nscnet import pngjob
+
+    spool = _png_spools.get(run_id)
+    if spool is None:
+        if find_browser() is None:
+            _png_give_up("no Chrome or Chromium found (kaleido needs one)")
+            return
+        root = pngjob.spool_root()
+        root.mkdir(parents=True, exist_ok=True)
+        spool = Path(tempfile.mkdtemp(prefix=f"{run_id}-", dir=root))
+        (spool / pngjob.RUN_FILE).write_text(run_id)
+        _png_spools[run_id] = spool
+    index = len(list(spool.glob("*.json")))
+    file = f"{index:03d}.json"
+    (spool / file).write_text(fig.to_json())
+    with open(spool / pngjob.MANIFEST, "a") as manifest:
+        manifest.write(json.dumps({"file": file, "folder": folder, "name": name}) + "\n")
+
+
+def _start_png_worker(run_id: str) -> None:
+    """Start the detached PNG worker of a run that queued figures (after the run has ended)."""
+    import subprocess
+    import sys
+
+    spool = _png_spools.pop(run_id, None)
+    if spool is None:
+        return
+    package_parent = str(Path(__file__).resolve().parents[1])
+    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri(),
+           "PYTHONPATH": os.pathsep.join(p for p in (package_parent, os.environ.get("PYTHONPATH", "")) if p)}
+    _png_workers.append(subprocess.Popen([sys.executable, "-m", "nscnet.pngjob", str(spool)], env=env,
+                                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                         start_new_session=True))
+
+
+def wait_for_pngs(timeout: float = 120.0) -> bool:
+    """Wait for the PNG workers this process started (tests, scripts that read PNGs at once);
+    True when all have finished within `timeout` seconds."""
+    import subprocess
+
+    deadline = time.monotonic() + timeout
+    for worker in list(_png_workers):
+        try:
+            worker.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            return False
+        _png_workers.remove(worker)
+    return True
+
+
+def _start_all_png_workers() -> None:
+    for run_id in list(_png_spools):
+        _start_png_worker(run_id)
+
+
+import atexit  # noqa: E402
+
+atexit.register(_start_all_png_workers)  # figures queued in runs not opened by start_run
 
 
 MODEL_FORMAT = "nscnet.model"  # model.json "format"; version below

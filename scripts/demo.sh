@@ -7,7 +7,10 @@ SRC=$(cd "$(dirname "$0")/.." && pwd)
 export MLFLOW_DISABLE_TELEMETRY=true
 export NSCNET_EXPERIMENT=${NSCNET_EXPERIMENT:-nscnet-demo}
 E=(--experiment "$NSCNET_EXPERIMENT")
-step() { echo; echo "== nscnet $*"; nscnet "$@" "${E[@]}" | tee demo/last.log; }
+TIMES=()  # "seconds step" per step, printed at the end: what the demo did and where its time went
+timed() { local t0=$SECONDS; "$@"; TIMES+=("$((SECONDS - t0)) s  ${STEP_NAME}"); }
+step() { echo; echo "== nscnet $*"; STEP_NAME="nscnet $1"; timed nscnet_logged "$@"; }
+nscnet_logged() { nscnet "$@" "${E[@]}" | tee demo/last.log; }
 run_id() { sed -n 's/^run_id=//p' demo/last.log | tail -1; }
 mkdir -p demo
 
@@ -24,9 +27,16 @@ step pretrain --data demo/dataset --k 8 --epochs 2 --truth true --num_workers 0
 step vaenet --data demo/dataset --k 8 --epochs 3 --truth true --num_workers 0
 step study --model basenet --data demo/dataset --n_trials 12 --k_min 2 --k_max 32 --params k --truth true --overrides whiten=false,l2=false,pca_dim=32 --study_name demo-basenet
 echo; echo "== comparison page"
-python "$SRC/dashboards/compare.py" --experiment "$NSCNET_EXPERIMENT" --out demo/comparison.html
+STEP_NAME="comparison page"; timed python "$SRC/dashboards/compare.py" --experiment "$NSCNET_EXPERIMENT" --out demo/comparison.html
 echo; echo "== nscnet report --run_id $NSCNET --out demo/report"  # logged to that run: no --experiment
-nscnet report --run_id "$NSCNET" --out demo/report
+STEP_NAME="nscnet report"; timed nscnet report --run_id "$NSCNET" --out demo/report
+# PNG copies of the runs' figures are rendered after each run by detached workers
+# (nscnet.pngjob); the demo is done when they are
+echo; echo "== PNG copies of the figures"
+STEP_NAME="PNG copies (waited for)"; timed python -m nscnet.pngjob --wait
+
+echo; echo "== what the demo did, seconds per step (${SECONDS} s in all)"
+printf '%s\n' "${TIMES[@]}"
 
 cat <<TXT
 

@@ -62,6 +62,7 @@ def test_cli_run_logs_params_metrics_figures_and_exports(experiment, tmp_path):
     assert metrics["nmi_truth"] >= 0.9 and metrics["n_clusters"] == 4 and metrics["noise_fraction"] == 0
     assert {"inertia", "silhouette", "ari_truth", "v_measure_truth", "homogeneity_truth",
             "completeness_truth"} <= set(metrics)
+    assert mlf.wait_for_pngs()  # PNG copies are rendered after the run (nscnet.pngjob)
     files = set(mlf.list_artifacts(run.info.run_id, "figures"))
     for name in ("lda_2d", "cluster_sizes", "contingency"):
         assert {f"figures/{name}.html", *([f"figures/{name}.png"] if png_expected() else [])} <= files

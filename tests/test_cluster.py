@@ -9,7 +9,9 @@ import pytest
 from sklearn.datasets import make_blobs
 
 from nscnet.config import ClusterParams, ConfigError, DataError
-from nscnet.cluster import free_cores, fit_clusters, internal_metrics, kmeans, kmeans_plusplus, stability, truth_metrics
+from nscnet.cluster import (free_cores, fit_clusters, internal_metrics, kmeans, kmeans_plusplus,
+                            kmeans_plusplus_restarts, stability, truth_metrics)
+from nscnet.cluster import davies_bouldin
 
 
 @pytest.fixture(scope="module")
@@ -39,6 +41,24 @@ def test_faiss_and_sklearn_agree_on_inertia_within_one_percent(structured):
     a = kmeans(x, 64, n_init=2, seed=0, backend="sklearn")
     b = kmeans(x, 64, n_init=2, seed=0, backend="faiss")
     assert abs(a.inertia - b.inertia) / a.inertia < 0.01
+
+
+@pytest.mark.parametrize("k", [2, 9, 200])
+def test_davies_bouldin_is_scikit_learns(k):
+    from sklearn.metrics import davies_bouldin_score
+
+    x = np.random.default_rng(k).normal(size=(1000, 12)).astype(np.float32)
+    labels = np.random.default_rng(1).integers(0, k, size=1000) * 3  # not 0..k-1
+    assert davies_bouldin(x, labels) == pytest.approx(davies_bouldin_score(x, labels), rel=1e-6)
+
+
+def test_restarts_seeded_together_are_the_restarts_seeded_alone():
+    # one product per step for all restarts (speed): each restart's seeds are what it gets alone
+    x = np.random.default_rng(0).normal(size=(600, 16)).astype(np.float32)
+    together = kmeans_plusplus_restarts(x, 24, seeds=[3, 4, 5])
+    for seed, seeds in zip((3, 4, 5), together):
+        np.testing.assert_array_equal(seeds, kmeans_plusplus(x, 24, seed=seed))
+    assert not np.array_equal(together[0], together[1])
 
 
 def test_kmeans_plusplus_seeds_are_distinct_data_points(blobs):

@@ -6,7 +6,7 @@ import librosa
 import numpy as np
 import pytest
 
-from nscnet.audio.features import encode, fit_duration, highpass, hop_length_for, mel_image
+from nscnet.audio.features import encode, fit_duration, highpass, hop_length_for, mel_image, mel_power
 
 SR = 22050
 
@@ -55,6 +55,18 @@ def test_mel_image_has_exactly_frames_columns(seconds, sr, frames):
     hop = hop_length_for(len(y), frames)
     if len(y) >= 1024:  # the derived hop alone gives `frames` columns (no padding of columns)
         assert 1 + len(y) // hop == frames
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("fmin, fmax", [(0.0, 0.0), (500.0, 12000.0)])
+def test_mel_power_is_librosa_melspectrogram_exactly(dtype, fmin, fmax):
+    # the filter bank is made once per setting (speed); the numbers are librosa's, bit for bit
+    y = np.random.default_rng(1).normal(size=4160).astype(dtype)
+    for n_mels in (64, 32, 64):  # cached and uncached filter banks
+        ours = mel_power(y, sr=32000, n_mels=n_mels, n_fft=512, hop_length=32, fmin=fmin, fmax=fmax)
+        bare = librosa.feature.melspectrogram(y=y, sr=32000, n_fft=512, hop_length=32, n_mels=n_mels,
+                                              fmin=fmin, fmax=fmax or None)
+        assert ours.dtype == bare.dtype and np.array_equal(ours, bare)
 
 
 def test_mel_image_puts_a_tone_in_its_band():

@@ -27,6 +27,7 @@ def _log_a_run(tmp_path):
         trk.log_figure(go.Figure(go.Scatter(x=[1, 2], y=[3, 4])), "curve")
         with trk.artifact_dir("tracks") as folder:  # local store: the run's own folder; server: uploaded
             (folder / "a.txt").write_text("0.1\t0.2\tcluster_01\n")
+    assert trk.wait_for_pngs()  # PNG copies are rendered after the run, by a process of their own
     return run.info.run_id
 
 

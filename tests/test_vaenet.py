@@ -14,7 +14,7 @@ from nscnet.config import ConfigError, DataError, VaenetConfig
 from nscnet.models.vae_model import ConvVAE, kl_weight, vae_loss, vae_shapes
 from nscnet.models.vaenet import run_vaenet
 from nscnet.models.saved import load_model
-from nscnet.tracking import download_artifact, get_run, list_artifacts, metric_history
+from nscnet.tracking import download_artifact, get_run, list_artifacts, metric_history, wait_for_pngs
 from tests.conftest import png_expected
 from tests.fixtures_deep import one_torch_thread  # noqa: F401 (fixture)
 from tests.fixtures_resume import training_store
@@ -147,6 +147,7 @@ def test_latent_means_cluster_the_types_and_everything_is_logged(trained, data):
         assert key in run.data.metrics, key
     assert run.data.metrics["nmi_truth"] > 0.5  # three well-separated contour types
     assert run.data.params["latent_dim"] == "8" and run.data.params["n_val"] == "6"
+    assert wait_for_pngs()  # rendered after the run by nscnet.pngjob
     artifacts = set(list_artifacts(run_id)) | set(list_artifacts(run_id, "figures"))
     for name in ("assignments.csv", "embeddings.npy", "checkpoint", "config.json",
                  *(["figures/reconstructions.png"] if png_expected() else []),

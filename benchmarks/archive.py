@@ -86,15 +86,15 @@ def one_size(data: Path, n: int, feature_images: int) -> dict:
     import numpy as np
     import torch
 
-    from nscnet import training
-    from nscnet.cluster import internal_metrics, kmeans, truth_metrics
+    from nscnet.models import training
+    from nscnet.clustering.cluster import internal_metrics, kmeans, truth_metrics
     from nscnet.config import BasenetConfig, NscnetConfig, replace, with_network_defaults
-    from nscnet.dataset import TorchImages, read_dataset
+    from nscnet.images.dataset import TorchImages, read_dataset
     from nscnet.defaults import resolve
-    from nscnet.models import levers
+    from nscnet.models import deepcluster
     from nscnet.models.basenet import evaluation_params
     from nscnet.models.nscnet import build_model, extract_features
-    from nscnet.postprocess import pca_fit_rows, postprocess, postprocess_images
+    from nscnet.features.postprocess import pca_fit_rows, postprocess, postprocess_images
 
     torch.set_num_threads(1)
     sampler = MemorySampler()
@@ -130,9 +130,9 @@ def one_size(data: Path, n: int, feature_images: int) -> dict:
     embeddings = np.maximum(features @ rng.normal(size=(features.shape[1], 512)).astype(np.float32), 0)
     ncfg = resolve(with_network_defaults(NscnetConfig(data=str(data))), n)[0]
     started = time.perf_counter()
-    labels, _, _, _ = levers.cluster_epoch(embeddings, ncfg, None)
+    labels, _, _, _ = deepcluster.cluster_epoch(embeddings, ncfg, None)
     out["nscnet_cluster_s"] = time.perf_counter() - started
-    out["nscnet_k"] = levers.training_k(ncfg)
+    out["nscnet_k"] = deepcluster.training_k(ncfg)
     del embeddings
 
     if feature_images:
@@ -163,11 +163,11 @@ def fit_check(data: Path, n: int, samples: tuple[int, ...]) -> dict:
     logging.disable(logging.WARNING)
     import numpy as np
 
-    from nscnet.cluster import kmeans
+    from nscnet.clustering.cluster import kmeans
     from nscnet.config import BasenetConfig, replace
-    from nscnet.dataset import read_dataset
+    from nscnet.images.dataset import read_dataset
     from nscnet.models.basenet import evaluation_params
-    from nscnet.postprocess import postprocess, postprocess_images
+    from nscnet.features.postprocess import postprocess, postprocess_images
 
     sampler = MemorySampler()
     images = read_dataset(data).images[:n]
@@ -226,7 +226,7 @@ PREPROCESS_CODE = """
 import json, resource, logging, sys
 logging.disable(logging.WARNING)
 from nscnet.config import PreprocessConfig
-from nscnet.preprocess import preprocess
+from nscnet.images.preprocess import preprocess
 r = preprocess(PreprocessConfig(audio=sys.argv[1], out=sys.argv[2], workers=int(sys.argv[3]), duration_s=2.5,
                                 force=True))
 self_, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -294,7 +294,7 @@ def main() -> None:
         return
 
     from nscnet.audio.synth import write_image_dataset
-    from nscnet.dataset import read_dataset
+    from nscnet.images.dataset import read_dataset
 
     largest = sizes[-1]
     try:

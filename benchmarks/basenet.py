@@ -73,12 +73,12 @@ def main() -> None:
     from sklearn.decomposition import PCA
     from sklearn.preprocessing import StandardScaler
 
-    from nscnet import tracking
-    from nscnet.cluster import FAISS_ITERATIONS, free_cores, kmeans
+    from nscnet.runs import tracking
+    from nscnet.clustering.cluster import FAISS_ITERATIONS, free_cores, kmeans
     from nscnet.config import BasenetConfig, replace
-    from nscnet.dataset import read_dataset
+    from nscnet.images.dataset import read_dataset
     from nscnet.models.basenet import compute_features, evaluation_params, run_basenet
-    from nscnet.postprocess import postprocess
+    from nscnet.features.postprocess import postprocess
 
     data = dataset_path(args.data)
     dataset = read_dataset(data)
@@ -109,7 +109,7 @@ def main() -> None:
               f"stability {m['cluster_seconds']:.2f} s, the rest (figures, model, exports, MLflow) "
               f"{seconds - m['feature_seconds'] - m['cluster_seconds']:.2f} s; nmi_truth {m['nmi_truth']:.4f}, "
               f"silhouette {m['silhouette']:.4f}, stability {m['stability']:.4f}")
-        print(f"   PNG copies of the figures: rendered after the run by nscnet.pngjob "
+        print(f"   PNG copies of the figures: rendered after the run by nscnet.runs.pngjob "
               f"(waited {_wait_pngs(tracking):.1f} s more)")
 
     features = compute_features(paper, dataset)

@@ -29,12 +29,12 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("NUMBA_CACHE_DIR", "/tmp/numba-cache")
 
-from nscnet.cluster import FAISS_MIN_K, kmeans, truth_metrics  # noqa: E402
+from nscnet.clustering.cluster import FAISS_MIN_K, kmeans, truth_metrics  # noqa: E402
+from nscnet.clustering.evaluate import cluster_features  # noqa: E402
 from nscnet.config import BasenetConfig, replace  # noqa: E402
-from nscnet.dataset import read_dataset  # noqa: E402
-from nscnet.evaluate import cluster_features  # noqa: E402
+from nscnet.features.postprocess import postprocess  # noqa: E402
+from nscnet.images.dataset import read_dataset  # noqa: E402
 from nscnet.models.basenet import compute_features, evaluation_params, run_basenet  # noqa: E402
-from nscnet.postprocess import postprocess  # noqa: E402
 
 BENGALESE = ROOT.parent / "shared" / "data" / "bengalese-finch"
 

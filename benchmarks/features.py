@@ -14,7 +14,7 @@ seeded subset of them, this benchmark measures
   every syllable centred in BirdNET's 3 s window, run in a separate virtual environment
   (`--birdnet-python`; tflite-runtime needs numpy < 2);
 - `deepcluster`: one NSCNet (DeepCluster) epoch after 3 pretraining epochs, with the training
-  loop of `nscnet.models.nscnet` (`train_epoch`, `levers.cluster_epoch`) under several levers,
+  loop of `nscnet.models.nscnet` (`train_epoch`, `deepcluster.cluster_epoch`) under several levers,
   logging the pseudo-labels' quality and cluster sizes before and after.
 
 Every embedding is cached as .npy in --work (re-runs reuse them) and scored with the preset's
@@ -57,7 +57,7 @@ def cpu_seconds() -> float:
 def dataset(work: Path) -> Path:
     """The syllable images of benchmarks/quality.py, cached in work."""
     from nscnet.config import PreprocessConfig
-    from nscnet.preprocess import run_preprocess
+    from nscnet.images.preprocess import run_preprocess
 
     out = work / "bf013"
     if not (out / "preprocess.json").exists():
@@ -85,7 +85,7 @@ def nscnet_cfg(n: int, seed: int, **kw):
 
 
 def recipes():
-    """name -> levers of the final clustering (`nscnet.models.levers.final_clustering`)."""
+    """name -> levers of the final clustering (`nscnet.clustering.final.final_clustering`)."""
     return {"umap10+hdbscan": dict(final_reducer="umap", final_algorithm="hdbscan"),
             "umap10+kmeans": dict(final_reducer="umap", final_algorithm="kmeans"),
             "pca64+kmeans": dict(final_reducer="pca", final_algorithm="kmeans", whiten=False, l2=True)}
@@ -95,7 +95,7 @@ def score_features(features: np.ndarray, truth: np.ndarray, seed: int, names=Non
     """nmi_truth of each final-clustering recipe of `features`."""
     from sklearn.metrics import normalized_mutual_info_score
 
-    from nscnet.models.levers import final_clustering
+    from nscnet.clustering.final import final_clustering
 
     out = {}
     for name, lev in recipes().items():
@@ -160,7 +160,7 @@ class Snapshots:
 
 def embed(model, images, device) -> np.ndarray:
     """Embeddings (n, D) of TorchImages `images` in their order (eval mode, no augmentation)."""
-    from nscnet import training
+    from nscnet.models import training
     from nscnet.models.nscnet import extract_features
 
     local = np.empty(int(images.indices.max()) + 1, dtype=np.int64)
@@ -174,9 +174,9 @@ def simclr_features(work: Path, data: Path, size: int, seed: int, epochs: int = 
     import mlflow
     import torch
 
-    from nscnet import training
+    from nscnet.models import training
     from nscnet.config import PretrainConfig
-    from nscnet.dataset import TorchImages
+    from nscnet.images.dataset import TorchImages
     from nscnet.models.backbones import Embedder
     from nscnet.models.pretrain import contrastive_training
 
@@ -205,14 +205,14 @@ def simclr_features(work: Path, data: Path, size: int, seed: int, epochs: int = 
 
 
 def truth_of(data: Path, indices) -> np.ndarray:
-    from nscnet.dataset import read_dataset
+    from nscnet.images.dataset import read_dataset
 
     return read_dataset(data).truth()[np.asarray(indices)]
 
 
 def basenet_features(work: Path, data: Path, indices: np.ndarray, tag: str) -> np.ndarray:
     """BASENet's features (flattened images -> standardize -> PCA 64) of the subset (cached)."""
-    from nscnet.postprocess import postprocess
+    from nscnet.features.postprocess import postprocess
 
     path = work / f"basenet-{tag}.npy"
     if not path.exists():
@@ -259,7 +259,7 @@ def consensus_labels(features: np.ndarray, cfg: Any, runs: int = 5) -> tuple[np.
     """(consensus labels at cfg.k, the `runs` single labelings) of the final clustering of cfg
     under seeds cfg.seed * 1000 + 0..runs-1."""
     from nscnet.config import replace
-    from nscnet.models.levers import final_clustering
+    from nscnet.clustering.final import final_clustering
 
     if runs < 2:
         raise ValueError(f"runs={runs}: a consensus needs at least 2 labelings")
@@ -458,10 +458,11 @@ def part_deepcluster(args, work: Path, data: Path) -> list[dict]:
     import torch
     from sklearn.metrics import normalized_mutual_info_score as nmi
 
-    from nscnet import training
+    from nscnet.models import training
     from nscnet.config import replace
-    from nscnet.dataset import TorchImages
-    from nscnet.models import levers
+    from nscnet.images.dataset import TorchImages
+    from nscnet.models import deepcluster
+    from nscnet.clustering.final import final_clustering
     from nscnet.models.arcface import make_head
     from nscnet.models.backbones import Embedder
     from nscnet.models.nscnet import size_metrics, train_epoch
@@ -497,14 +498,14 @@ def part_deepcluster(args, work: Path, data: Path) -> list[dict]:
         model = Embedder("small_cnn", embedding_dim=128)
         model.load_state_dict(torch.load(work / f"simclr-{tag}-e3.pt"))
         if source == "umap":
-            _, result, _ = levers.final_clustering(features0, replace(cfg, final_reducer="umap"))
+            _, result, _ = final_clustering(features0, replace(cfg, final_reducer="umap"))
             labels = result.labels
         else:
-            labels, _, _, _ = levers.cluster_epoch(features0, cfg, None)
+            labels, _, _, _ = deepcluster.cluster_epoch(features0, cfg, None)
         training.seed_everything(seed, 1)
         head = make_head("softmax", 128, K)
         warm = fields.get("head_warmup", 0)
-        head_loss = levers.fit_head(head, features0, labels, steps=warm, lr=1e-2) if warm else None
+        head_loss = deepcluster.fit_head(head, features0, labels, steps=warm, lr=1e-2) if warm else None
         scale = fields.get("backbone_lr_scale", 1.0)
         optimizers = [torch.optim.Adam(model.parameters(), lr=cfg.lr * scale),
                       torch.optim.Adam(head.parameters(), lr=cfg.lr)]
@@ -520,7 +521,7 @@ def part_deepcluster(args, work: Path, data: Path) -> list[dict]:
                               precision, epoch=0, checkpointer=None)
         features1 = embed(model, images, device)
         after = score_features(features1, truth, seed, names=("umap10+hdbscan", "umap10+kmeans"))
-        next_labels, _, _, _ = levers.cluster_epoch(features1, cfg, labels)
+        next_labels, _, _, _ = deepcluster.cluster_epoch(features1, cfg, labels)
         sizes = size_metrics(labels, K)
         row = {"variant": name, **after, "pseudo-labels nmi_truth": float(nmi(truth, labels)),
                "next pseudo-labels nmi_truth": float(nmi(truth, next_labels)),

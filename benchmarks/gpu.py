@@ -9,13 +9,13 @@ Prints, on the device it finds (CUDA when present, else CPU):
    autocast with a GradScaler, each with and without channels-last and with and without
    torch.compile (compile time reported apart, not counted);
 2. feature extraction images/s: `nscnet.models.nscnet.extract_features` through the real
-   DataLoader (`nscnet.training.make_loader`: the float16 memmap, pinned memory and
+   DataLoader (`nscnet.models.training.make_loader`: the float16 memmap, pinned memory and
    --workers workers on CUDA), with the run's precision (`training.Precision`);
 3. the full training loop (`nscnet.models.nscnet.train_epoch`: cluster-uniform sampler,
    DataLoader from the memmap, SpecAugment, targets, NaN checks) against a bare loop of the same
    model, optimizers and batch size on a batch already on the device [target >= 0.9];
-4. per-epoch k-means at K = --kmeans-k on (--kmeans-n, 128) features: `nscnet.kmeans_torch` on
-   the device against faiss on the CPU (`nscnet.cluster.kmeans`, backend faiss), seconds and
+4. per-epoch k-means at K = --kmeans-k on (--kmeans-n, 128) features: `nscnet.clustering.kmeans_torch` on
+   the device against faiss on the CPU (`nscnet.clustering.cluster.kmeans`, backend faiss), seconds and
    inertia [torch within 1% of faiss];
 5. peak device memory of training at batch --batch, and the largest batch that fits (doubling
    from --batch until out of memory, up to --max-batch; on the CPU the peak is the process'
@@ -44,7 +44,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from nscnet import training  # noqa: E402
+from nscnet.models import training  # noqa: E402
 from nscnet.models.arcface import make_head  # noqa: E402
 from nscnet.models.backbones import Embedder  # noqa: E402
 
@@ -165,7 +165,7 @@ def make_data(args, folder: Path) -> Path:
 
 
 def part_features_and_loop(args, device: torch.device, data: Path) -> None:
-    from nscnet.dataset import TorchImages
+    from nscnet.images.dataset import TorchImages
     from nscnet.models.nscnet import extract_features, prepare_model, train_epoch
     from nscnet.models.sampler import ClusterUniformSampler
     from nscnet.models.specaugment import SpecAugment
@@ -229,8 +229,8 @@ def part_features_and_loop(args, device: torch.device, data: Path) -> None:
 
 
 def part_kmeans(args, device: torch.device) -> None:
-    from nscnet.cluster import _faiss, free_cores, kmeans
-    from nscnet.kmeans_torch import kmeans_torch
+    from nscnet.clustering.cluster import _faiss, free_cores, kmeans
+    from nscnet.clustering.kmeans_torch import kmeans_torch
 
     rng = np.random.default_rng(0)
     centres = rng.normal(size=(args.kmeans_k // 2, 128)).astype(np.float32)

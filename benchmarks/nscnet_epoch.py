@@ -39,7 +39,6 @@ os.environ.setdefault("NSCNET_PROGRESS", "0")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
-
 from vaenet_epoch import _peak_memory, random_dataset, run_memory_child  # noqa: E402  (shared with VAENet's)
 
 
@@ -53,12 +52,12 @@ def _timed(fn, device) -> float:
 
 def speed(args: argparse.Namespace, amp: bool) -> None:
     from nscnet.config import NscnetConfig, with_network_defaults
-    from nscnet.dataset import TorchImages
+    from nscnet.images.dataset import TorchImages
     from nscnet.models.arcface import make_head
     from nscnet.models.nscnet import build_model, prepare_model, extract_features, train_epoch
     from nscnet.models.sampler import ClusterUniformSampler
     from nscnet.models.specaugment import SpecAugment
-    from nscnet.training import Precision, choose_device, make_loader, to_device_batch
+    from nscnet.models.training import Precision, choose_device, make_loader, to_device_batch
 
     device = choose_device(args.device)
     precision = Precision(device, amp)
@@ -133,7 +132,7 @@ def speed(args: argparse.Namespace, amp: bool) -> None:
 def clustering_share(args: argparse.Namespace) -> None:
     """Post-processing + k-means + metrics of N embeddings, against the epoch those rates imply."""
     from nscnet.config import NscnetConfig
-    from nscnet.evaluate import cluster_features, score
+    from nscnet.clustering.evaluate import cluster_features, score
 
     rng = np.random.default_rng(0)
     # embeddings with cluster structure (LeakyReLU outputs of a trained net are far from uniform)

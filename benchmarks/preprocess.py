@@ -33,7 +33,7 @@ def peak_rss_mb(kind: str, **kwargs) -> tuple[float, int]:
 import json, resource, logging
 logging.disable(logging.WARNING)
 from nscnet.config import PreprocessConfig
-from nscnet.preprocess import preprocess
+from nscnet.images.preprocess import preprocess
 r = preprocess(PreprocessConfig(**{kwargs!r}))
 print(json.dumps({{"rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "ok": r.n_ok}}))
 """
@@ -59,7 +59,7 @@ def main() -> None:
     from nscnet.audio.segments import iter_segments
     from nscnet.audio.synth import write_synthetic
     from nscnet.config import PreprocessConfig, SynthConfig
-    from nscnet.preprocess import preprocess
+    from nscnet.images.preprocess import preprocess
 
     data = Path(args.data)
     tmp = Path(tempfile.mkdtemp(prefix="nscnet-bench-"))

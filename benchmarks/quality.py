@@ -42,12 +42,13 @@ os.environ.setdefault("NUMBA_CACHE_DIR", "/tmp/numba-cache")
 os.environ.setdefault("NSCNET_PROGRESS", "0")
 os.environ.setdefault("NSCNET_FIGURE_PNG", "0")
 
-from nscnet import presets, tracking  # noqa: E402
+from nscnet import presets  # noqa: E402
+from nscnet.clustering.evaluate import score  # noqa: E402
+from nscnet.clustering.final import final_clustering  # noqa: E402
+from nscnet.clustering.selection import rank_correlations, resample_stability  # noqa: E402
 from nscnet.config import BasenetConfig, NscnetConfig, PreprocessConfig, PretrainConfig  # noqa: E402
-from nscnet.dataset import read_dataset  # noqa: E402
-from nscnet.evaluate import score  # noqa: E402
-from nscnet.models.levers import final_clustering  # noqa: E402
-from nscnet.selection import rank_correlations, resample_stability  # noqa: E402
+from nscnet.images.dataset import read_dataset  # noqa: E402
+from nscnet.runs import tracking
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "bengalese-finch"
@@ -69,7 +70,7 @@ def cpu_seconds() -> float:
 
 def dataset(work: Path) -> Path:
     """The syllable images (64 x 128, 0.13 s centred, high-pass 500 Hz, n_fft 512), cached in work."""
-    from nscnet.preprocess import run_preprocess
+    from nscnet.images.preprocess import run_preprocess
 
     out = work / "bf013"
     run_preprocess(PreprocessConfig(audio=str(DATA / "recordings"), labels=str(DATA / "syllables"), out=str(out),
@@ -178,11 +179,11 @@ def size_rows(data: str, subset: np.ndarray | None, truth: np.ndarray, k_true: i
     the library's own steps (postprocess, umap_fit, fit_clusters, score, resample_stability).
     Features shared between recipes (pixel PCA 64, its UMAP 10) are computed once; each row's
     CPU minutes are its own clustering plus the features it needs."""
-    from nscnet.cluster import fit_clusters, internal_metrics
-    from nscnet.dataset import read_dataset as read
+    from nscnet.clustering.cluster import fit_clusters, internal_metrics
+    from nscnet.images.dataset import read_dataset as read
     from nscnet.defaults import resolve
-    from nscnet.postprocess import postprocess
-    from nscnet.reduction import umap_fit
+    from nscnet.features.postprocess import postprocess
+    from nscnet.features.reduction import umap_fit
 
     flat = read(data).flat()
     x = flat if subset is None else flat[subset]
@@ -220,7 +221,7 @@ def subset_dataset(data: Path, subset: np.ndarray, out: Path) -> Path:
     """A dataset folder of the segments `subset` of `data` (images and segment rows, renumbered)."""
     import pandas as pd
 
-    from nscnet.dataset import IMAGES, META, SEGMENTS, open_image_writer
+    from nscnet.images.dataset import IMAGES, META, SEGMENTS, open_image_writer
 
     if (out / META).exists():
         return out
@@ -257,7 +258,7 @@ def synth_sets(work: Path, specs: list[str]) -> list[tuple[str, Path]]:
     """Synthetic song sets `songs:types:snr_db` (nscnet synth + preprocess, 64 x 64 images, 3 s)."""
     from nscnet.audio.synth import write_synthetic
     from nscnet.config import SynthConfig
-    from nscnet.preprocess import preprocess
+    from nscnet.images.preprocess import preprocess
 
     out = []
     for spec in specs:

@@ -10,12 +10,13 @@ folders used whole (e.g. `nscnet synth` + `preprocess`); --full also runs the wh
 Prints one line per (set, space, rule): mean +- std NMI, noise share, clusters.
 """
 import sys, numpy as np
-from sklearn.decomposition import PCA
-from sklearn.preprocessing import normalize
-from sklearn.cluster import HDBSCAN
-from sklearn.metrics import normalized_mutual_info_score as nmi
 import umap
-from nscnet.dataset import read_dataset
+from sklearn.cluster import HDBSCAN
+from sklearn.decomposition import PCA
+from sklearn.metrics import normalized_mutual_info_score as nmi
+from sklearn.preprocessing import normalize
+
+from nscnet.images.dataset import read_dataset
 
 def feats(ds, idx):
     x = np.asarray(ds.images[np.sort(idx)], dtype=np.float32).reshape(len(idx), -1)

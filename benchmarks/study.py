@@ -30,7 +30,7 @@ BENGALESE = ROOT.parent / "shared" / "data" / "bengalese-finch"
 
 def dataset(work: Path) -> Path:
     from nscnet.config import PreprocessConfig
-    from nscnet.preprocess import preprocess
+    from nscnet.images.preprocess import preprocess
 
     out = work / "bengalese-syllables"
     cfg = PreprocessConfig(audio=str(BENGALESE / "recordings"), labels=str(BENGALESE / "syllables"), out=str(out),

@@ -38,7 +38,7 @@ def random_dataset(path: Path, n: int, height: int, width: int, seed: int = 0) -
     """A dataset folder of n random images (written in chunks, never whole in memory)."""
     import pandas as pd
 
-    from nscnet.dataset import IMAGES, SEGMENT_COLUMNS, SEGMENTS, open_image_writer
+    from nscnet.images.dataset import IMAGES, SEGMENT_COLUMNS, SEGMENTS, open_image_writer
 
     path.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
@@ -56,10 +56,10 @@ def random_dataset(path: Path, n: int, height: int, width: int, seed: int = 0) -
 
 def speed(args: argparse.Namespace) -> None:
     from nscnet.config import VaenetConfig
-    from nscnet.dataset import TorchImages
+    from nscnet.images.dataset import TorchImages
     from nscnet.models.vaenet import EpochPermutation, build_model, train_epoch
     from nscnet.models.vae_model import vae_loss
-    from nscnet.training import Precision, choose_device, make_loader, to_device_batch
+    from nscnet.models.training import Precision, choose_device, make_loader, to_device_batch
 
     device = choose_device(args.device)
     precision = Precision(device, True)

@@ -2,7 +2,7 @@
 
     python dashboards/compare.py --experiment nscnet --out nscnet-comparison.html
 
-Reads the tracking store of `nscnet.tracking.tracking_uri()` (MLFLOW_TRACKING_URI, or ./mlflow.db).
+Reads the tracking store of `nscnet.runs.tracking.tracking_uri()` (MLFLOW_TRACKING_URI, or ./mlflow.db).
 Writes to `--out`, by default `<experiment>-comparison.html` in the working directory (never
 into this folder). Panels: silhouette, n_clusters, zipf_s and the *_truth metrics, one point
 per run; nmi_prev, one curve per run. `nscnet study` logs the same page to its run when a
@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from nscnet.dashboards import comparison_name, write_comparison  # noqa: E402
+from nscnet.ui.dashboards import comparison_name, write_comparison  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> None:

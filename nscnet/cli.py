@@ -85,7 +85,7 @@ def under_mlflow_run(values: dict[str, Any]) -> dict[str, Any]:
     params go to; ConfigError when the user named another (mlflow run chooses it, not -P)."""
     if not os.environ.get("MLFLOW_RUN_ID"):
         return values
-    from nscnet import tracking
+    from nscnet.runs import tracking
 
     actual = tracking.project_experiment()
     if actual is None:

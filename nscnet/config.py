@@ -220,7 +220,7 @@ class Data(Group):
 
 @dataclass(frozen=True)
 class Postprocess(Group):
-    """Feature post-processing before clustering (`nscnet.postprocess`)."""
+    """Feature post-processing before clustering (`nscnet.features.postprocess`)."""
 
     normalize: bool = param(False, "standardize every feature before PCA", search=(False, True))
     pca_dim: int = param(128, "PCA components (0 = no PCA); clamped to what the data allows", search=(128, 256))
@@ -237,7 +237,7 @@ ALGORITHMS = ("kmeans", "optics", "hdbscan")
 
 @dataclass(frozen=True)
 class Cluster(Group):
-    """One clustering (`nscnet.cluster.fit_clusters`)."""
+    """One clustering (`nscnet.clustering.cluster.fit_clusters`)."""
 
     algorithm: str = param("kmeans", "clustering algorithm", choices=ALGORITHMS)
     k: int = param(0, "number of clusters (0 = auto: k-means sqrt(N/2), 2..64, N = segments; HDBSCAN finds "
@@ -263,7 +263,7 @@ class Cluster(Group):
 
 @dataclass(frozen=True)
 class Sweep(Group):
-    """Several clusterings in one run, the best by silhouette selected (`nscnet.evaluate`)."""
+    """Several clusterings in one run, the best by silhouette selected (`nscnet.clustering.evaluate`)."""
 
     k_values: tuple[int, ...] = param((), "sweep these K in one run, e.g. 64,128,256 (overrides k)")
     min_samples_values: tuple[int, ...] = param((), "sweep these min_samples in one run, e.g. 3,5,10")
@@ -277,7 +277,7 @@ class Sweep(Group):
 
 @dataclass(frozen=True)
 class Evaluate(Group):
-    """What a clustering run scores, draws and exports (`nscnet.evaluate`)."""
+    """What a clustering run scores, draws and exports (`nscnet.clustering.evaluate`)."""
 
     silhouette_sample: int = param(5000, "silhouette on a seeded sample of this many points when N is larger "
                                          "(all points below)")
@@ -295,7 +295,7 @@ class Evaluate(Group):
 
 @dataclass(frozen=True)
 class ClusterParams(Evaluate, Sweep, Cluster, Postprocess, Data):
-    """The fields `nscnet.evaluate.evaluate_and_log` reads: post-processing, clustering, sweeps,
+    """The fields `nscnet.clustering.evaluate.evaluate_and_log` reads: post-processing, clustering, sweeps,
     evaluation (the groups every clustering step has; not a step)."""
 
 
@@ -349,7 +349,7 @@ class Train(Group):
 
 @dataclass(frozen=True)
 class Machine(Group):
-    """Where and how fast a network runs (`nscnet.training`)."""
+    """Where and how fast a network runs (`nscnet.models.training`)."""
 
     device: str = param("auto", "where to train (auto: CUDA when present)", choices=DEVICES)
     amp: bool = param(True, "mixed precision on CUDA")
@@ -363,7 +363,7 @@ class Machine(Group):
 
 @dataclass(frozen=True)
 class EarlyStop(Group):
-    """Early stopping of a training loop (`nscnet.training.EarlyStopping`)."""
+    """Early stopping of a training loop (`nscnet.models.training.EarlyStopping`)."""
 
     patience: int = param(10, "early stopping: epochs without improvement")
     min_delta: float = param(0.005, "early stopping: smallest improvement that counts")
@@ -691,7 +691,7 @@ AUTO_CRITERIA = ("silhouette", "davies_bouldin", "calinski_harabasz", "stability
 
 @dataclass(frozen=True)
 class AutoConfig(Data, StepConfig):
-    """`nscnet auto`: candidate recipes on the data, one chosen by a label-free criterion (`nscnet.auto`)."""
+    """`nscnet auto`: candidate recipes on the data, one chosen by a label-free criterion (`nscnet.models.auto`)."""
 
     candidates: str = param("auto", "comma-separated candidate recipes (nscnet.presets.AUTO_CANDIDATES), each a "
                                     "nested run (auto: pca-kmeans,umap-kmeans,umap-hdbscan, and quality from "

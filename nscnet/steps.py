@@ -58,7 +58,7 @@ STEPS: dict[str, Step] = {
     s.name: s
     for s in (
         Step("synth", C.SynthConfig, "nscnet.audio.synth:run_synth", "write synthetic song recordings and label tracks"),
-        Step("preprocess", C.PreprocessConfig, "nscnet.preprocess:run_preprocess", "cut songs and make the image dataset"),
+        Step("preprocess", C.PreprocessConfig, "nscnet.images.preprocess:run_preprocess", "cut songs and make the image dataset"),
         Step("basenet", C.BasenetConfig, "nscnet.models.basenet:run_basenet", "PCA/UMAP + k-means/OPTICS/HDBSCAN baseline",
              features="nscnet.models.basenet:compute_features", feature_fields="nscnet.models.basenet:FEATURE_FIELDS",
              saves_model=True),
@@ -68,13 +68,13 @@ STEPS: dict[str, Step] = {
              saves_model=True),
         Step("pretrain", C.PretrainConfig, "nscnet.models.pretrain:run_pretrain", "self-supervised (SimCLR) pretraining of the embedding network",
              saves_model=True),
-        Step("predict", C.PredictConfig, "nscnet.predict:run_predict", "assign new segments to a trained run's clusters"),
+        Step("predict", C.PredictConfig, "nscnet.models.predict:run_predict", "assign new segments to a trained run's clusters"),
         Step("report", C.ReportConfig, "nscnet.report:run_report", "an HTML page to see and hear every cluster of a run"),
         Step("curate", C.CurateConfig, "nscnet.report.curate:run_curate", "merge, rename, drop clusters: a curated run"),
         Step("zipf", C.ZipfConfig, "nscnet.analysis.zipf:run_zipf", "Zipf's law and repertoire size of a clustering"),
         Step("entropy", C.EntropyConfig, "nscnet.analysis.entropy:run_entropy", "chromagram note entropy of every song"),
-        Step("auto", C.AutoConfig, "nscnet.auto:run_auto", "candidate recipes on the data, one chosen without labels"),
+        Step("auto", C.AutoConfig, "nscnet.models.auto:run_auto", "candidate recipes on the data, one chosen without labels"),
         Step("study", C.StudyConfig, "nscnet.studies:run_study", "Optuna study over a model's hyperparameters"),
-        Step("ui", C.UiConfig, "nscnet.dashboards:run_ui", "start the MLflow UI and the Optuna dashboard"),
+        Step("ui", C.UiConfig, "nscnet.ui.dashboards:run_ui", "start the MLflow UI and the Optuna dashboard"),
     )
 }

@@ -31,9 +31,9 @@ STEP_NAME="comparison page"; timed python "$SRC/dashboards/compare.py" --experim
 echo; echo "== nscnet report --run_id $NSCNET --out demo/report"  # logged to that run: no --experiment
 STEP_NAME="nscnet report"; timed nscnet report --run_id "$NSCNET" --out demo/report
 # PNG copies of the runs' figures are rendered after each run by detached workers
-# (nscnet.pngjob); the demo is done when they are
+# (nscnet.runs.pngjob); the demo is done when they are
 echo; echo "== PNG copies of the figures"
-STEP_NAME="PNG copies (waited for)"; timed python -m nscnet.pngjob --wait
+STEP_NAME="PNG copies (waited for)"; timed python -m nscnet.runs.pngjob --wait
 
 echo; echo "== what the demo did, seconds per step (${SECONDS} s in all)"
 printf '%s\n' "${TIMES[@]}"

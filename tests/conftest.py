@@ -32,7 +32,7 @@ def require(condition: bool, reason: str) -> None:
 def png_expected() -> bool:
     """Whether steps make PNG copies of figures here: where kaleido finds a browser, and always
     under CI (.ci/run installs Chromium); on a bare machine only the HTML is logged."""
-    from nscnet.tracking import find_browser
+    from nscnet.runs.tracking import find_browser
 
     return find_browser() is not None or bool(os.environ.get("CI"))
 

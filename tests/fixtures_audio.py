@@ -2,7 +2,7 @@
 
 Import them into a test module with
     from tests.fixtures_audio import synthetic_audio, synthetic_dataset  # noqa: F401
-`synthetic_dataset` is a dataset folder (read it with `nscnet.dataset.read_dataset`) of 120
+`synthetic_dataset` is a dataset folder (read it with `nscnet.images.dataset.read_dataset`) of 120
 songs of 6 types (Zipf s = 1), images 64 x 64 (3 s per image), made once per test session
 without MLflow. Its labels are the song types: PCA + k-means (no whitening) separates them.
 `make_synthetic_dataset(root, ...)` builds another size when a test needs one.
@@ -16,7 +16,7 @@ import pytest
 
 from nscnet.audio.synth import write_synthetic
 from nscnet.config import PreprocessConfig, SynthConfig
-from nscnet.preprocess import preprocess
+from nscnet.images.preprocess import preprocess
 
 SYNTH = dict(types=6, songs=120, recordings=2, seed=0)
 IMAGES = dict(duration_s=3.0, n_mels=64, frames=64)

@@ -1,7 +1,7 @@
 """Test datasets for the clustering core: image blobs of known classes, and the real syllables.
 
 `make_blob_dataset` writes a real dataset folder (spectrograms.npy through
-`nscnet.dataset.open_image_writer`, segments.csv) whose images are noisy copies of a few
+`nscnet.images.dataset.open_image_writer`, segments.csv) whose images are noisy copies of a few
 random prototypes, so the right clustering is known. `preprocess_syllables` builds the
 Bengalese finch syllable dataset with the project's own `preprocess`.
 """
@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from nscnet.dataset import IMAGES, META, SEGMENTS, SEGMENT_COLUMNS, open_image_writer
+from nscnet.images.dataset import IMAGES, META, SEGMENTS, SEGMENT_COLUMNS, open_image_writer
 
 
 def make_blob_dataset(path: Path, *, classes: int = 4, per_class: int = 30, height: int = 8, width: int = 16,
@@ -59,14 +59,14 @@ def make_blob_dataset(path: Path, *, classes: int = 4, per_class: int = 30, heig
 
 
 def preprocess_syllables(data: Path, out: Path, *, workers: int = 2) -> Path:
-    """The Bengalese finch syllables as a dataset with `nscnet.preprocess` (cached by its hash).
+    """The Bengalese finch syllables as a dataset with `nscnet.images.preprocess` (cached by its hash).
 
     The settings of the issue's reference figures: 64 x 128 log-mel images of each syllable,
     centred and padded or cropped to 0.13 s (about the 95th percentile of durations), 500 Hz
     high-pass, n_fft 512, 32 kHz.
     """
     from nscnet.config import PreprocessConfig
-    from nscnet.preprocess import preprocess
+    from nscnet.images.preprocess import preprocess
 
     cfg = PreprocessConfig(audio=str(data / "recordings"), labels=str(data / "syllables"), out=str(out),
                            duration_s=0.13, pad="center", highpass_hz=500.0, sample_rate=32000,

@@ -1,7 +1,7 @@
 """Tiny image datasets with separable classes for the deep-model tests (no audio needed).
 
 `make_dataset` writes a real dataset folder (spectrograms.npy memmap + segments.csv +
-preprocess.json) through `nscnet.dataset.open_image_writer`; each class is a distinct pattern
+preprocess.json) through `nscnet.images.dataset.open_image_writer`; each class is a distinct pattern
 (flat bands, sweeps, clicks, a harmonic stack), shifted in time and noised per image.
 """
 
@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from nscnet.dataset import IMAGES, META, SEGMENTS, open_image_writer
+from nscnet.images.dataset import IMAGES, META, SEGMENTS, open_image_writer
 
 
 def pattern(kind: int, height: int, width: int, rng: np.random.Generator) -> np.ndarray:

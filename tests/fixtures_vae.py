@@ -1,4 +1,4 @@
-"""Tiny synthetic image datasets for the VAENet tests, written through nscnet.dataset.
+"""Tiny synthetic image datasets for the VAENet tests, written through nscnet.images.dataset.
 
 Each song type is a frequency contour (a bright line of its own start row and slope) on a dim
 noisy background, so the types are separable and the images look like spectrogram syllables.
@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from nscnet.dataset import IMAGES, SEGMENT_COLUMNS, SEGMENTS, open_image_writer
+from nscnet.images.dataset import IMAGES, SEGMENT_COLUMNS, SEGMENTS, open_image_writer
 
 
 def contour_images(n: int, height: int, width: int, *, types: int = 3, noise: float = 0.08, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

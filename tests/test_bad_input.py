@@ -20,8 +20,8 @@ import soundfile as sf
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 
-from nscnet import tracking as trk
 from nscnet.cli import main
+from nscnet.runs import tracking as trk
 from tests.conftest import ROOT
 from tests.fixtures_cluster import make_blob_dataset
 

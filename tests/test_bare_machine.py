@@ -14,7 +14,7 @@ from pathlib import Path
 
 import psutil
 
-from nscnet import tracking as trk
+from nscnet.runs import tracking as trk
 from tests.conftest import ROOT, require
 from tests.fixtures_bare import hiding_prefix
 from tests.fixtures_cluster import make_blob_dataset

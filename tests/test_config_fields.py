@@ -112,7 +112,7 @@ def predict_runs(place, reads):
 
 
 def zipf_runs(place, reads):
-    from nscnet import tracking
+    from nscnet.runs import tracking
 
     run_step("zipf", reads, run_id=place["basenet"], bootstrap=5, orders=3)
     assignments = tracking.download_artifact(place["basenet"], "assignments.csv", place["root"] / "zipf-in")
@@ -160,7 +160,7 @@ def report_runs(place, reads):
 
 
 def curate_runs(place, reads):
-    from nscnet import tracking
+    from nscnet.runs import tracking
 
     root = place["root"]
     run_step("curate", reads, run_id=place["songs"], merge="0,1", rename="0=a", out=str(root / "cur1"),
@@ -228,7 +228,8 @@ def test_ui_reads_every_field(place):
     watcher.join()
     assert str(ports[1]) in urls["optuna-dashboard"]
     # the other access modes, through the functions run_ui calls before it starts the servers
-    from nscnet import access, tracking
+    from nscnet.ui import access
+    from nscnet.runs import tracking
 
     config = recording(STEPS["ui"].config, reads)
     assert "NO LOGIN" in access.reach_line(config(host="0.0.0.0", expose=True), None)

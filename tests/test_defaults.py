@@ -49,7 +49,7 @@ def test_study_k_grid_is_cut_to_the_data():
 
 
 def test_default_basenet_on_30_songs_is_not_all_noise_and_logs_what_it_resolved(tracking, song30):
-    from nscnet import tracking as T
+    from nscnet.runs import tracking as T
     from nscnet.models.basenet import run_basenet
 
     km = run_basenet(BasenetConfig(data=str(song30), truth=True, figures=False, export=False))
@@ -67,7 +67,7 @@ def test_default_basenet_on_30_songs_is_not_all_noise_and_logs_what_it_resolved(
 
 
 def test_defaults_on_2000_segments_scale_up(tracking, tmp_path):
-    from nscnet import tracking as T
+    from nscnet.runs import tracking as T
     from nscnet.models.basenet import run_basenet
 
     data = make_blob_dataset(tmp_path / "blobs2000", classes=8, per_class=250, height=8, width=8)
@@ -79,8 +79,8 @@ def test_defaults_on_2000_segments_scale_up(tracking, tmp_path):
 
 
 def test_all_noise_is_flagged_loudly_with_a_suggestion(tracking, tmp_path):
-    from nscnet import tracking as T
-    from nscnet.evaluate import NOISE_TAG
+    from nscnet.runs import tracking as T
+    from nscnet.clustering.evaluate import NOISE_TAG
     from nscnet.models.basenet import run_basenet
 
     rng = np.random.default_rng(0)
@@ -94,13 +94,13 @@ def test_all_noise_is_flagged_loudly_with_a_suggestion(tracking, tmp_path):
         assert metrics["noise_fraction"] > 0.5 and "are noise" in run.data.tags[NOISE_TAG]
     assert "try smaller values" in run.data.tags[NOISE_TAG]
     assert "**Warning:**" in run.data.tags["mlflow.note.content"]
-    from nscnet.cluster import noise_warning
+    from nscnet.clustering.cluster import noise_warning
 
     assert noise_warning("hdbscan", 3, 0.2, min_cluster_size=3, min_samples=3) is None
 
 
 def test_hdbscan_without_k_finds_its_own_number_and_says_how(tracking, song30):
-    from nscnet import tracking as T
+    from nscnet.runs import tracking as T
     from nscnet.models.basenet import run_basenet
 
     cfg, notes = defaults.resolve(BasenetConfig(algorithm="hdbscan"), 30)
@@ -119,7 +119,7 @@ def test_hdbscan_without_k_finds_its_own_number_and_says_how(tracking, song30):
 def test_quality_preset_on_30_songs_is_not_all_noise(tracking, song30):
     from nscnet import presets
     from nscnet.models.nscnet import run_nscnet
-    from nscnet import tracking as T
+    from nscnet.runs import tracking as T
 
     metrics = run_nscnet(presets.config("nscnet", "quality", data=str(song30), truth=True, figures=False,
                                         export=False, stability_runs=0, device="cpu", threads=1, num_workers=0,

@@ -35,10 +35,10 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from nscnet import tracking as T
+from nscnet.runs import tracking as T
 from nscnet.config import (BasenetConfig, DataError, NscnetConfig, PreprocessConfig, PretrainConfig, StudyConfig,
                            SynthConfig, VaenetConfig, ZipfConfig, to_params)
-from nscnet.dataset import IMAGES, META, SEGMENTS
+from nscnet.images.dataset import IMAGES, META, SEGMENTS
 from tests.fixtures_resume import kill_after_epochs, launch, training_store
 
 POINTS = int(os.environ.get("NSCNET_FAULT_POINTS", "1"))
@@ -175,7 +175,7 @@ def audio(store):
 
 @pytest.fixture(scope="module")
 def preprocessed(store, audio):
-    from nscnet.preprocess import preprocess
+    from nscnet.images.preprocess import preprocess
 
     cfg = PreprocessConfig(audio=str(audio), out=str(store / "dataset-ref"), **PRE)
     return timed(lambda: preprocess(cfg))[1]
@@ -183,7 +183,7 @@ def preprocessed(store, audio):
 
 @pytest.mark.parametrize("point", range(POINTS))
 def test_preprocess_killed_anywhere_then_run_again_writes_the_same_dataset(store, audio, preprocessed, point):
-    from nscnet.preprocess import run_preprocess
+    from nscnet.images.preprocess import run_preprocess
 
     out = store / f"dataset-{point}"
     cfg = PreprocessConfig(audio=str(audio), out=str(out), **PRE)

@@ -38,7 +38,7 @@ def test_gpu_benchmark_smoke_runs_every_part_on_cpu():
 
 def test_image_dataset_writer_makes_a_readable_dataset(tmp_path):
     from nscnet.audio.synth import song_templates, write_image_dataset
-    from nscnet.dataset import read_dataset
+    from nscnet.images.dataset import read_dataset
 
     path = write_image_dataset(tmp_path / "ds", 120, types=4, chunk=50, seed=2)  # 64 x 512, as the benchmark
     dataset = read_dataset(path)

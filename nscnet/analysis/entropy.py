@@ -148,7 +148,7 @@ def run_entropy(cfg: EntropyConfig) -> dict[str, Any]:
     (mean, std, count per recording / per reference label), figures/entropy_histogram.
     Returns the metrics and `run_id`.
     """
-    from nscnet import tracking
+    from nscnet.runs import tracking
     from nscnet.analysis.plots import entropy_histogram
 
     inventory = find_segments(cfg)  # bad folders fail here, before a run is opened

@@ -11,7 +11,7 @@ observed one, ``sum_k p_k(s) ln k = sum_k f_k ln k / n``: the sufficient statist
 log-rank, which makes the bootstrap refits cheap and vectorised. See docs/analysis.md.
 
 Pure functions take arrays and return numbers; `run_zipf(cfg)` reads the assignments of a
-clustering run, calls them and logs everything to MLflow through `nscnet.tracking`.
+clustering run, calls them and logs everything to MLflow through `nscnet.runs.tracking`.
 """
 
 from __future__ import annotations
@@ -366,7 +366,7 @@ def _load(cfg: ZipfConfig, tmp: str) -> tuple[np.ndarray, str]:
     if not cfg.run_id and not cfg.assignments:
         raise ConfigError("zipf needs run_id (a clustering run) or assignments (an assignments.csv)")
     if cfg.run_id:
-        from nscnet import tracking
+        from nscnet.runs import tracking
 
         tracking.get_run(cfg.run_id)  # DataError naming the id when there is no such run
         local = tracking.download_artifact(cfg.run_id, "assignments.csv", tmp)
@@ -378,7 +378,7 @@ def _parent_tags(run_id: str, experiment: str) -> dict[str, str]:
     """Link to the clustering run: always `nscnet.parent_run`; MLflow's own parent tag (the UI
     shows the run nested under it) when both runs are in the same experiment and no other run
     is active (a demo or study run would be the natural parent then)."""
-    from nscnet import tracking
+    from nscnet.runs import tracking
 
     if not run_id:
         return {}
@@ -395,7 +395,7 @@ def run_zipf(cfg: ZipfConfig) -> dict[str, Any]:
     Logs zipf_s, zipf_ks_pvalue, zipf_chi2_pvalue and the other statistics, the repertoire
     estimates, `zipf_ranks.csv` (rank, size, expected) and figures. Returns the metrics and `run_id`.
     """
-    from nscnet import tracking
+    from nscnet.runs import tracking
     from nscnet.analysis import plots, repertoire
 
     with tempfile.TemporaryDirectory() as tmp:

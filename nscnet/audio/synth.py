@@ -109,8 +109,8 @@ def zipf_probabilities(n_types: int, s: float) -> np.ndarray:
 def write_synthetic(cfg: SynthConfig) -> pd.DataFrame:
     """Write the recordings, label tracks and truth.csv into cfg.out; returns the truth table
     (one row per song: audio_file, onset_s, offset_s, label, recording, type, tempo, pitch, amplitude).
-    One writer per folder at a time (`nscnet.locks`): a second one waits for the first."""
-    from nscnet.locks import exclusive
+    One writer per folder at a time (`nscnet.runs.locks`): a second one waits for the first."""
+    from nscnet.runs.locks import exclusive
 
     with exclusive(cfg.out, what="output folder"):
         return _write_synthetic(cfg)
@@ -163,7 +163,7 @@ def run_synth(cfg: SynthConfig) -> dict[str, Any]:
     """The `synth` entry point: write the files, log counts, truth.csv and a type-usage figure."""
     import plotly.graph_objects as go
 
-    from nscnet import tracking
+    from nscnet.runs import tracking
 
     with tracking.start_run(cfg, "synth") as run:
         truth = write_synthetic(cfg)
@@ -207,7 +207,7 @@ def song_templates(n_types: int, *, height: int = 64, frames: int = 512, duratio
 
 def write_image_dataset(out: str | Path, n: int, *, types: int = 64, height: int = 64, frames: int = 512,
                         zipf_s: float = 1.0, noise: float = 0.08, seed: int = 0, chunk: int = 1024) -> Path:
-    """A dataset folder in `nscnet.dataset`'s format (spectrograms.npy float16 memmap, segments.csv,
+    """A dataset folder in `nscnet.images.dataset`'s format (spectrograms.npy float16 memmap, segments.csv,
     preprocess.json) of `n` synthetic segments, written directly in the image domain: fast enough
     for archive-scale benchmarks (100,000 x 64 x 512 in minutes) where cutting real audio is
     measured separately (benchmarks/archive.py).
@@ -218,7 +218,7 @@ def write_image_dataset(out: str | Path, n: int, *, types: int = 64, height: int
     clipped to [0, 1]. Labels are the type ids. Memory stays at one chunk of images.
     Same arguments, same files.
     """
-    from nscnet.dataset import IMAGES, META, SEGMENTS, SEGMENT_COLUMNS, open_image_writer
+    from nscnet.images.dataset import IMAGES, META, SEGMENTS, SEGMENT_COLUMNS, open_image_writer
 
     if n < 1 or types < 1 or chunk < 1:
         raise ValueError(f"n={n}, types={types}, chunk={chunk} must all be >= 1")

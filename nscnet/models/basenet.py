@@ -4,7 +4,7 @@
 standardize + PCA(pca_dim) without whitening or L2, or UMAP(umap_dim) as in AVGN, Sainburg et
 al. 2020); studies cache its output across trials, keyed on `FEATURE_FIELDS` only, and pass
 it to `run_basenet(cfg, features=...)`. `run_basenet` opens the MLflow run and hands the
-features to the shared `nscnet.evaluate.evaluate_and_log`, which applies whitening / L2 and
+features to the shared `nscnet.clustering.evaluate.evaluate_and_log`, which applies whitening / L2 and
 clusters.
 
 PCA(d) of features that already are a PCA(d) projection is a rotation, so whitening after it
@@ -24,11 +24,12 @@ from typing import Any
 
 import numpy as np
 
-from nscnet import console, defaults, tracking
+from nscnet import defaults
+from nscnet.clustering.evaluate import evaluate_and_log
 from nscnet.config import BasenetConfig, DataError, replace
-from nscnet.dataset import Dataset, read_dataset
-from nscnet.evaluate import evaluate_and_log
-from nscnet.postprocess import pca_fit_rows, postprocess_images
+from nscnet.features.postprocess import pca_fit_rows, postprocess_images
+from nscnet.images.dataset import Dataset, read_dataset
+from nscnet.runs import console, tracking
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,7 @@ def compute_features(cfg: BasenetConfig, dataset: Dataset) -> np.ndarray:
 
 def fit_features(cfg: BasenetConfig, dataset: Dataset) -> tuple[np.ndarray, list[Any]]:
     """(`compute_features` output (N, d), the fitted steps from flattened images (N, H*W) to it)."""
-    from nscnet.reduction import umap_fit
+    from nscnet.features.reduction import umap_fit
 
     # read from the memmap chunk by chunk; fitted on a sample of rows beyond 1 GiB (docs/scale.md)
     reduced, notes = postprocess_images(dataset.images, replace(cfg, whiten=False, l2=False))

@@ -5,7 +5,7 @@ Every epoch, in order (Caron et al. 2018, as the NSCNet paper uses it):
 2. post-process (PCA, L2, ...) and k-means with k clusters    -> pseudo-labels (N,)
 3. nmi_prev: NMI of these pseudo-labels with the previous epoch's
 4. a fresh classifier head (softmax or ArcFace) for the new labels; with `head_warmup`,
-   first fitted alone to them on the fixed embeddings (`levers.fit_head`)
+   first fitted alone to them on the fixed embeddings (`deepcluster.fit_head`)
 5. one pass of epoch_length x N images drawn uniformly over clusters, SpecAugment on each
    batch, cross-entropy on the pseudo-labels, Adam (the network at lr x backbone_lr_scale).
 Metrics of step e: the clustering at the start of epoch e and the training of epoch e. The
@@ -24,17 +24,20 @@ import torch
 import torch.nn.functional as F
 from sklearn.metrics import normalized_mutual_info_score
 
-from nscnet import console, defaults, plots, tracking, training
+from nscnet import defaults
+from nscnet.clustering.evaluate import add_stability, flag_noise, log_exports, log_figures, score
+from nscnet.clustering.final import fit_final_clustering, needs_final_clustering
 from nscnet.config import NETWORK_DEFAULTS, ConfigError, DataError, NscnetConfig, replace, with_network_defaults
-from nscnet.dataset import Dataset, TorchImages, read_dataset
-from nscnet.evaluate import add_stability, flag_noise, log_exports, log_figures, score
-from nscnet.models import levers
+from nscnet.features.postprocess import build_postprocess
+from nscnet.images.dataset import Dataset, TorchImages, read_dataset
+from nscnet.models import training, deepcluster
 from nscnet.models.arcface import make_head
 from nscnet.models.backbones import Embedder, load_backbone_weights
-from nscnet.models.saved import log_model
 from nscnet.models.sampler import ClusterUniformSampler
+from nscnet.models.saved import log_model
 from nscnet.models.specaugment import SpecAugment
-from nscnet.postprocess import build_postprocess
+from nscnet.report import plots
+from nscnet.runs import console, tracking
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +160,7 @@ def size_metrics(labels: np.ndarray, k: int) -> dict[str, float]:
 def check_inputs(cfg: NscnetConfig, dataset: Dataset) -> None:
     if cfg.algorithm != "kmeans":
         raise ConfigError(f"algorithm={cfg.algorithm!r}: NSCNet trains on k-means pseudo-labels (algorithm=kmeans)")
-    if levers.training_k(cfg) < 2:  # k = 0 with a density final clustering: k_train (auto) is the pseudo-labels' K
+    if deepcluster.training_k(cfg) < 2:  # k = 0 with a density final clustering: k_train (auto) is the pseudo-labels' K
         raise ConfigError(f"k={cfg.k}: NSCNet needs at least 2 clusters to classify")
     if cfg.k > len(dataset):
         raise ConfigError(f"k={cfg.k} is larger than the number of segments in {cfg.data} ({len(dataset)}): choose k <= {len(dataset)}")
@@ -179,10 +182,10 @@ def run_nscnet(cfg: NscnetConfig) -> dict[str, Any]:
         pretrained = pretrained_network(cfg.pretrained_run)
         cfg = resolve_network(cfg, pretrained)
     cfg = with_network_defaults(cfg)  # what is still empty: the built-in network
-    cfg = levers.resolve_head_warmup(cfg)  # auto: a fitted head after pretraining (docs/RESULTS.md)
+    cfg = deepcluster.resolve_head_warmup(cfg)  # auto: a fitted head after pretraining (docs/RESULTS.md)
     dataset = read_dataset(cfg.data)
     cfg, tags = defaults.for_data(cfg, len(dataset))  # auto k, min_cluster_size, ...: from N (a resumed run has them)
-    k_train = levers.training_k(cfg)
+    k_train = deepcluster.training_k(cfg)
     if pretrained is not None and tuple(pretrained["image_shape"]) != tuple(dataset.image_shape):
         log.warning("pretrained_run %s was trained on %s images, %s holds %s: the network runs on any size, but "
                     "its features were learned at the other", cfg.pretrained_run,
@@ -245,7 +248,7 @@ def run_nscnet(cfg: NscnetConfig) -> dict[str, Any]:
             # 1-2. features of the whole dataset -> post-processing -> k-means pseudo-labels
             features = extract_features(model, feature_loader, device, precision)
             features_seconds = time.perf_counter() - started
-            pseudo_labels, processed, result, lever_metrics = levers.cluster_epoch(features, cfg, previous, device=device)
+            pseudo_labels, processed, result, lever_metrics = deepcluster.cluster_epoch(features, cfg, previous, device=device)
             metrics = score(processed, result, cfg, truth)
             metrics.update(lever_metrics)
             metrics.update(size_metrics(pseudo_labels, k_train), features_seconds=features_seconds,
@@ -268,7 +271,7 @@ def run_nscnet(cfg: NscnetConfig) -> dict[str, Any]:
                                  scale=cfg.arcface_scale, margin=cfg.arcface_margin).to(device)
                 head_optimizer = torch.optim.Adam(head.parameters(), lr=cfg.lr)
                 if cfg.head_warmup:  # the fresh head fitted to the labels on fixed embeddings first
-                    metrics["head_warmup_loss"] = levers.fit_head(head, features, pseudo_labels, steps=cfg.head_warmup,
+                    metrics["head_warmup_loss"] = deepcluster.fit_head(head, features, pseudo_labels, steps=cfg.head_warmup,
                                                                   seed=cfg.seed * 1_000_003 + epoch)
             sampler.set_labels(pseudo_labels, epoch)
             generator = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
@@ -291,8 +294,8 @@ def run_nscnet(cfg: NscnetConfig) -> dict[str, Any]:
                                "image_shape": list(dataset.image_shape)})
 
         chain = None  # the fitted steps from the embeddings to the final clustered space
-        if levers.needs_final_clustering(cfg):  # final clustering at k, by final_reducer / final_algorithm
-            processed, result, final_params, chain = levers.fit_final_clustering(features, cfg)
+        if needs_final_clustering(cfg):  # final clustering at k, by final_reducer / final_algorithm
+            processed, result, final_params, chain = fit_final_clustering(features, cfg)
             pseudo_labels = result.labels
             metrics = score(processed, result, final_params, truth)
             flag_noise(result, final_params, len(processed))

@@ -5,16 +5,16 @@ shift, edge masks, gain, Gaussian noise, then SpecAugment masks); the embedding 
 (`nscnet.models.backbones.Embedder`) plus a small projection head maps both views, and the
 NT-Xent loss (`nt_xent`) pulls the two views of an image together and pushes the other
 2B - 2 away. No label is read. After training, the embeddings of every segment are clustered
-and scored like any model's (`nscnet.evaluate.evaluate_and_log`), and the embedding network is
+and scored like any model's (`nscnet.clustering.evaluate.evaluate_and_log`), and the embedding network is
 logged with that clustering as the run's model (`model/`, `nscnet.models.saved`); NSCNet starts
 from it with `--pretrained_run <run id>` (`load_pretrained`; the network's description gives
 NSCNet's network defaults, `pretrained_network`), VAENet from a run of the `vae_encoder`
 backbone (`load_pretrained_encoder`). NSCNet's `pretrain_epochs` runs
 `contrastive_training` inside its own run.
 
-Mixed precision (`amp`) applies on CUDA (`nscnet.training.Precision`); a run killed at any
+Mixed precision (`amp`) applies on CUDA (`nscnet.models.training.Precision`); a run killed at any
 point continues with `--resume <run id>` from its last finished epoch (a checkpoint after every
-epoch, `nscnet.training.Checkpointer`), and on CPU ends with the same network as an
+epoch, `nscnet.models.training.Checkpointer`), and on CPU ends with the same network as an
 uninterrupted run: every epoch's views depend only on (seed, epoch), and the image order is
 replayed.
 """
@@ -31,14 +31,16 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from nscnet import console, defaults, tracking, training
+from nscnet import defaults
+from nscnet.clustering.evaluate import evaluate_and_log
 from nscnet.config import DataError, Machine, Network, PretrainConfig, replace
-from nscnet.dataset import TorchImages, read_dataset
-from nscnet.evaluate import evaluate_and_log
+from nscnet.features.postprocess import postprocess
+from nscnet.features.reduction import umap_fit
+from nscnet.images.dataset import TorchImages, read_dataset
+from nscnet.models import training
 from nscnet.models.backbones import Embedder
 from nscnet.models.specaugment import SpecAugment, scaled
-from nscnet.postprocess import postprocess
-from nscnet.reduction import umap_fit
+from nscnet.runs import console, tracking
 
 log = logging.getLogger(__name__)
 

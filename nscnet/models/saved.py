@@ -1,7 +1,7 @@
 """One saved-model format for every trained model, and the one loader that rebuilds it.
 
 Every run that trains or fits something (`basenet`, `vaenet`, `nscnet`, `pretrain`) logs
-`model/` through `log_model` (written by `nscnet.tracking.log_torch_model`):
+`model/` through `log_model` (written by `nscnet.runs.tracking.log_torch_model`):
 
 - `model/model.json`: what rebuilds the model, e.g.
   `{"format": "nscnet.model", "version": 1, "step": "nscnet", "image_shape": [64, 128],
@@ -12,7 +12,7 @@ Every run that trains or fits something (`basenet`, `vaenet`, `nscnet`, `pretrai
 - `model/weights.pt`: the network's plain state dict (`torch.save`), absent for BASENet;
 - `model/arrays.npz`: the fitted chain from the model's raw features to the clustered space
   (each scikit-learn step's fitted arrays; for UMAP its training input and embedding, see
-  `nscnet.reduction`), and what assigns a new point there: the final centroids (k-means) or
+  `nscnet.features.reduction`), and what assigns a new point there: the final centroids (k-means) or
   the clustered training points and their labels (density clusterings).
 
 `load_model(run_id)` reads it with `torch.load(..., weights_only=True)` and
@@ -32,9 +32,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from nscnet import tracking
 from nscnet.config import DataError
-from nscnet.reduction import Umap
+from nscnet.features.reduction import Umap
+from nscnet.runs import tracking
 
 MODEL_DIR = "model"  # the artifact path of every saved model
 NEIGHBOURS = 5       # voters of the nearest-neighbours rule (density clusterings; measured, docs/nscnet.md)
@@ -84,7 +84,7 @@ def _plain(value: Any) -> Any:
 
 def chain_state(chain: Sequence[Any]) -> tuple[list[dict[str, Any]], dict[str, np.ndarray]]:
     """(JSON description, arrays) of fitted steps: scikit-learn transformers (their parameters
-    and fitted attributes) and `nscnet.reduction.Umap` (its settings, input and embedding)."""
+    and fitted attributes) and `nscnet.features.reduction.Umap` (its settings, input and embedding)."""
     known = _sklearn_classes()
     described, arrays = [], {}
     for i, step in enumerate(flatten(chain)):

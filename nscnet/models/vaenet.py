@@ -1,8 +1,8 @@
 """VAENet: train the convolutional VAE, encode every segment, cluster the latent means.
 
 The network and its loss live in `nscnet.models.vae_model`; devices, mixed precision, the
-memmap DataLoader, seeding, checkpoints and resume come from `nscnet.training` (shared with
-NSCNet); post-processing, clustering, metrics, figures and exports from `nscnet.evaluate`
+memmap DataLoader, seeding, checkpoints and resume come from `nscnet.models.training` (shared with
+NSCNet); post-processing, clustering, metrics, figures and exports from `nscnet.clustering.evaluate`
 (shared with BASENet). The epoch reads top to bottom in `run_vaenet`:
 
     for each epoch: train on the shuffled training split -> validation loss -> log
@@ -28,12 +28,13 @@ import numpy as np
 import torch
 from torch.utils.data import Sampler
 
-from nscnet import console, defaults, tracking
+from nscnet import defaults
+from nscnet.clustering.evaluate import evaluate_and_log
 from nscnet.config import DataError, VaenetConfig
-from nscnet.dataset import TorchImages, read_dataset
-from nscnet.evaluate import evaluate_and_log
+from nscnet.images.dataset import TorchImages, read_dataset
 from nscnet.models.vae_model import ConvVAE, count_parameters, kl_weight, vae_loss
-from nscnet.training import (Checkpointer, EarlyStopping, Precision, check_finite, choose_device,
+from nscnet.runs import console, tracking
+from nscnet.models.training import (Checkpointer, EarlyStopping, Precision, check_finite, choose_device,
                              configure_cpu_determinism, configure_threads, log_run_config, make_loader, progress,
                              resume_config, resume_state, seed_everything, to_device_batch)
 

@@ -34,7 +34,7 @@ REPORT_DIR = "report"  # artifact folder of the run
 
 def _map_data(run: gather.RunData, space: np.ndarray, rank: dict[int, int], recordings: list[str],
               seed: int) -> dict[str, Any]:
-    from nscnet.plots import _project
+    from nscnet.report.plots import _project
 
     labels = run.labels
     xy, method = _project(space, labels, seed)
@@ -198,7 +198,7 @@ def build_report(cfg: ReportConfig, run: gather.RunData | None = None) -> tuple[
 
 def run_report(cfg: ReportConfig) -> dict[str, Any]:
     """The `report` entry point: out/report.html, logged to the run under report/; returns facts."""
-    from nscnet import tracking
+    from nscnet.runs import tracking
 
     started = time.perf_counter()
     run = gather.load_run(cfg.run_id, cfg.data, cfg.audio)

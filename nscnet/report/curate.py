@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from nscnet.config import ConfigError, CurateConfig, DataError
-from nscnet.export import ASSIGNMENTS, NOISE, _stems, write_exports
+from nscnet.report.export import ASSIGNMENTS, NOISE, _stems, write_exports
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +95,7 @@ def read_names_csv(path: str | Path) -> dict[int, str]:
 # -------------------------------------------------------------------------------- editing
 
 def default_names(labels: np.ndarray) -> dict[int, str]:
-    from nscnet.export import cluster_names
+    from nscnet.report.export import cluster_names
 
     return {int(c): str(n) for c, n in zip(labels, cluster_names(labels))}
 
@@ -212,7 +212,7 @@ def change_metrics(parent: np.ndarray, curated: np.ndarray) -> dict[str, float]:
 
 def _all_segments(run: Any, data: str) -> pd.DataFrame | None:
     """The parent's dataset's segments (skipped ones included) when its folder is there."""
-    from nscnet.dataset import read_dataset
+    from nscnet.images.dataset import read_dataset
     from nscnet.report.gather import _resolve
 
     value = data or run.data.params.get("data", "")
@@ -227,7 +227,7 @@ def _all_segments(run: Any, data: str) -> pd.DataFrame | None:
 
 def run_curate(cfg: CurateConfig) -> dict[str, Any]:
     """The `curate` entry point: a new run with the curated exports; returns its metrics and run_id."""
-    from nscnet import tracking
+    from nscnet.runs import tracking
     from nscnet.report import gather
 
     if not cfg.run_id:
@@ -278,7 +278,7 @@ def run_curate(cfg: CurateConfig) -> dict[str, Any]:
         tracking.log_metrics(metrics)
         if cfg.units:
             from nscnet.report import media
-            from nscnet.dataset import read_dataset
+            from nscnet.images.dataset import read_dataset
 
             dataset = read_dataset(gather._dataset_path([parent], cfg.data))
             audio_dir, note = gather._audio_dir(dataset, cfg.audio)

@@ -21,8 +21,8 @@ import numpy as np
 import pandas as pd
 
 from nscnet.config import DataError
-from nscnet.dataset import Dataset, read_dataset
-from nscnet.export import ASSIGNMENTS, NOISE, cluster_names
+from nscnet.images.dataset import Dataset, read_dataset
+from nscnet.report.export import ASSIGNMENTS, NOISE, cluster_names
 
 log = logging.getLogger(__name__)
 
@@ -180,7 +180,7 @@ def names_of(table: pd.DataFrame) -> dict[int, str]:
 # ---------------------------------------------------------------------------- reading a run
 
 def _download(run_id: str, path: str, tmp: str) -> Path | None:
-    from nscnet import tracking
+    from nscnet.runs import tracking
 
     try:
         if path not in tracking.list_artifacts(run_id):
@@ -192,7 +192,7 @@ def _download(run_id: str, path: str, tmp: str) -> Path | None:
 
 def _lineage(run: Any) -> list[Any]:
     """The run, then the runs it points back to (curated from, predicted with), nearest first."""
-    from nscnet import tracking
+    from nscnet.runs import tracking
 
     chain, seen = [run], {run.info.run_id}
     while len(chain) < 8:
@@ -280,7 +280,7 @@ def _align(assignments: pd.DataFrame, dataset: Dataset, run_id: str) -> pd.DataF
 
 def _zipf(run: Any) -> dict[str, Any]:
     """The metrics of the Zipf run linked to this run (tag nscnet.zipf_run), if any."""
-    from nscnet import tracking
+    from nscnet.runs import tracking
 
     zipf_id = run.data.tags.get("nscnet.zipf_run")
     if not zipf_id:
@@ -294,7 +294,7 @@ def _zipf(run: Any) -> dict[str, Any]:
 
 def load_run(run_id: str, data: str = "", audio: str = "") -> RunData:
     """Gather a clustering run for its report; DataError naming what is missing."""
-    from nscnet import tracking
+    from nscnet.runs import tracking
 
     if not run_id:
         from nscnet.config import ConfigError

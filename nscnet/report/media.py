@@ -181,10 +181,10 @@ def write_units(out: Path, table: pd.DataFrame, names: dict[int, str], audio_dir
     """Every segment of table (segment_id, recording, onset_s, offset_s, cluster) as its own WAV at
     the recording's rate plus a JSON sidecar, under out/<cluster name>/; returns counts.
 
-    Folder and file names are sanitised (`nscnet.export.safe_stem`); no path is built from raw
+    Folder and file names are sanitised (`nscnet.report.export.safe_stem`); no path is built from raw
     label text.
     """
-    from nscnet.export import safe_stem
+    from nscnet.report.export import safe_stem
 
     if audio_dir is None:
         raise DataError("units: the original recordings are not found (pass --audio <folder>)")

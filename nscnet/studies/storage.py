@@ -20,7 +20,7 @@ from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FrozenTrial, TrialState
 
-from nscnet.locks import JournalFlock
+from nscnet.runs.locks import JournalFlock
 
 DEFAULT_JOURNAL = "optuna.journal"
 HEARTBEAT_ATTR = "nscnet:heartbeat"

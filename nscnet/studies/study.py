@@ -24,10 +24,11 @@ from typing import Any, Callable
 import numpy as np
 import optuna
 
-from nscnet import console, defaults, presets, tracking
+from nscnet import defaults, presets
 from nscnet.config import Cluster, ConfigError, Evaluate, StudyConfig, Sweep, field_type, fields, replace, to_params
-from nscnet.dataset import read_dataset
-from nscnet.locks import exclusive
+from nscnet.images.dataset import read_dataset
+from nscnet.runs import console, tracking
+from nscnet.runs.locks import exclusive
 from nscnet.steps import STEPS
 from nscnet.studies import space, storage as storages, worker
 
@@ -194,7 +195,7 @@ def _limit_threads(threads: int) -> None:
     see the machine idle (the load average lags), so each would take every core."""
     from threadpoolctl import threadpool_limits
 
-    os.environ["OMP_NUM_THREADS"] = str(threads)  # read by nscnet.cluster.free_cores
+    os.environ["OMP_NUM_THREADS"] = str(threads)  # read by nscnet.clustering.cluster.free_cores
     threadpool_limits(threads)
 
 
@@ -261,7 +262,7 @@ def _work_in_parent_run(cfg, study, plan, storage, features, masked, study_name,
             tracking.log_metrics({"feature_cache_hits": features.hits, "feature_cache_misses": features.misses})
         summary = log_summary(study, cfg)
         if cfg.compare:
-            from nscnet.dashboards import log_comparison
+            from nscnet.ui.dashboards import log_comparison
 
             log_comparison(cfg.experiment)
     summary.update(worker_trials=ran, worker_seconds=elapsed)

@@ -28,8 +28,8 @@ import optuna
 from optuna.samplers import PartialFixedSampler
 from optuna.trial import FrozenTrial, TrialState
 
-from nscnet import tracking
 from nscnet.config import ConfigError, DataError, replace
+from nscnet.runs import tracking
 from nscnet.studies.space import Dimension, next_k, params_key
 
 log = logging.getLogger(__name__)
@@ -284,7 +284,7 @@ def mlflow_trial_runner(runner: Callable[..., dict], base_cfg: Any, *, study_nam
     """A `run_trial` that calls the model's runner (which opens the nested MLflow run) and tags it."""
 
     def run_trial(params: dict[str, Any], trial: Any) -> dict[str, float]:
-        from nscnet.runinfo import trial_name
+        from nscnet.runs.runinfo import trial_name
 
         cfg = replace(base_cfg, **params)
         if not base_cfg.run_name:

@@ -1,0 +1,1 @@
+"""Segments to images: the cut, filtered, padded log-mel images and the dataset folder that holds them."""

@@ -1,0 +1,121 @@
+"""Self-supervised (SimCLR) pretraining and the runs that start from it (from tests/test_quality.py)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from nscnet.config import ConfigError, DataError, NscnetConfig, PretrainConfig, VaenetConfig
+from nscnet.models.pretrain import nt_xent
+from nscnet.runs import tracking as T
+from tests.fixtures_deep import make_dataset, one_torch_thread  # noqa: F401 (fixture)
+
+TINY = dict(k=4, epochs=2, backbone="small_cnn", embedding_dim=32, pca_dim=8, num_workers=0, lr=1e-3,
+            batch_size=16, freq_mask=4, device="cpu", seed=1, threads=1, truth=True,
+            stability_runs=2)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return make_dataset(tmp_path_factory.mktemp("quality") / "ds", classes=4, per_class=16, height=32, width=64)
+
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def test_pretraining_lowers_its_loss_and_nscnet_starts_from_it(tracking, data):
+    from nscnet.models.nscnet import build_model, run_nscnet
+    from nscnet.models.pretrain import run_pretrain
+
+    cfg = PretrainConfig(data=str(data), k=4, epochs=4, batch_size=16, embedding_dim=32, pca_dim=8, num_workers=0,
+                         device="cpu", threads=1, seed=0, truth=True, stability_runs=2)
+    metrics = run_pretrain(cfg)
+    losses = [v for _, v in sorted(T.metric_history(metrics["run_id"], "train_loss"))]
+    assert len(losses) == 4 and losses[-1] < losses[0]
+    assert metrics["nmi_truth"] > 0.3 and metrics["silhouette"] is not None
+    run_id = metrics["run_id"]
+    # the pretrained run carries its network: no network option given, its description is the default
+    network = ("backbone", "embedding_dim")
+    deep = NscnetConfig(data=str(data), **{**{k: v for k, v in TINY.items() if k not in network}, "epochs": 1},
+                        pretrained_run=run_id)
+    assert (deep.backbone, deep.embedding_dim, deep.pooling) == ("", 0, "")  # "from the pretrained run"
+    model = build_model(deep)
+    description, state, _ = T.load_torch_model(run_id)
+    assert torch.equal(model.state_dict()["features.0.weight"], state["features.0.weight"])
+    assert description["network"]["backbone"] == "small_cnn" and description["step"] == "pretrain"
+    carried = run_nscnet(deep)
+    assert carried["nmi_truth"] > 0.3
+    params = T.get_run(carried["run_id"]).data.params  # resolved before the run: logged as used
+    assert (params["backbone"], params["embedding_dim"], params["pooling"], params["input_mode"]) == (
+        "small_cnn", "32", "max", "repeat")
+    assert T.load_torch_model(carried["run_id"])[0]["network"]["embedding_dim"] == 32
+    # a value the user gives that contradicts the pretrained network is refused, as before
+    with pytest.raises(DataError, match="trained backbone='small_cnn' but this run uses backbone='efficientnet_b0'"):
+        build_model(NscnetConfig(**{**TINY, "backbone": "efficientnet_b0"}, pretrained_run=run_id))
+    with pytest.raises(DataError, match="input_mode='repeat' but this run uses input_mode='adapt'"):
+        build_model(NscnetConfig(**TINY, input_mode="adapt", pretrained_run=run_id))
+    assert build_model(NscnetConfig(**{**TINY, "embedding_dim": 16}, pretrained_run=run_id)).spec["embedding_dim"] == 16
+    from nscnet.models.pretrain import load_pretrained_encoder
+    from nscnet.models.vaenet import build_model as build_vae
+
+    with pytest.raises(DataError, match="vae_encoder"):  # VAENet starts only from its own encoder
+        load_pretrained_encoder(build_vae(VaenetConfig(), (32, 64)), run_id, VaenetConfig())
+
+
+def test_vaenet_starts_from_a_pretrained_vae_encoder(tracking, data):
+    from nscnet.models.pretrain import load_pretrained_encoder, run_pretrain
+    from nscnet.models.vaenet import build_model as build_vae
+    from nscnet.models.vaenet import run_vaenet
+
+    machinery = dict(num_workers=0, device="cpu", threads=1, seed=0, truth=True, stability_runs=0)
+    pre = run_pretrain(PretrainConfig(data=str(data), k=4, epochs=1, batch_size=16, backbone="vae_encoder",
+                                      input_mode="adapt", embedding_dim=32, pca_dim=8, **machinery))
+    cfg = VaenetConfig(data=str(data), k=4, epochs=1, batch_size=16, pretrained_run=pre["run_id"], **machinery)
+    model = build_vae(cfg, (32, 64))
+    load_pretrained_encoder(model, pre["run_id"], cfg)
+    state = T.load_torch_model(pre["run_id"])[1]
+    for block in range(5):  # every stride-2 convolution and its BatchNorm statistics
+        assert torch.equal(model.state_dict()[f"encoder.{block}.0.weight"], state[f"features.{block}.0.weight"])
+        assert torch.equal(model.state_dict()[f"encoder.{block}.1.running_mean"],
+                           state[f"features.{block}.1.running_mean"])
+    assert run_vaenet(cfg)["n_clusters"] == 4
+    with pytest.raises(DataError, match="default filters"):
+        load_pretrained_encoder(build_vae(cfg, (32, 64)), pre["run_id"], VaenetConfig(filters=(8, 16, 16, 32, 32)))
+
+
+def test_nscnet_pretrains_in_its_own_run_when_asked(tracking, data):
+    from nscnet.models.nscnet import run_nscnet
+
+    # epochs=0: the pretrained network's features are clustered once, no DeepCluster epoch
+    metrics = run_nscnet(NscnetConfig(data=str(data), **{**TINY, "epochs": 0}, pretrain_epochs=4, pretrain_epoch_size=0))
+    losses = [v for _, v in sorted(T.metric_history(metrics["run_id"], "pretrain_train_loss"))]
+    assert len(losses) == 4 and losses[-1] < losses[0]
+    assert metrics["nmi_truth"] > 0.3 and metrics["epochs_trained"] == 0
+    assert "train_loss" not in T.get_run(metrics["run_id"]).data.metrics
+    # a final density clustering that finds only noise (2 clusters of 60 cannot fit in 64 images)
+    noise = run_nscnet(NscnetConfig(data=str(data), **{**TINY, "epochs": 0}, final_algorithm="hdbscan",
+                                    min_cluster_size=60, min_samples=60))
+    assert noise["n_clusters"] == 0 and noise["noise_fraction"] == 1.0
+    with pytest.raises(ConfigError, match="pretrain_epochs and pretrained_run"):
+        NscnetConfig(pretrain_epochs=2, pretrained_run="abc")
+
+
+def test_nt_xent_is_low_for_matching_views_and_high_for_unrelated_ones():
+    z = torch.randn(16, 8, generator=torch.Generator().manual_seed(0))
+    assert float(nt_xent(z, z, 0.1)) < float(nt_xent(z, torch.randn(16, 8), 0.1))
+
+
+def test_edge_masks_silence_only_the_ends_of_a_view():
+    from nscnet.models.pretrain import view
+    from nscnet.models.specaugment import SpecAugment
+
+    images = torch.ones(16, 1, 8, 64)
+    plain = dict(shift=0, gain=0.0, noise=0.0, freq_mask=0, time_mask=0, edge_mask=0)
+    augment = SpecAugment(0, 0, 1, 0, 1)
+    out = view(images, PretrainConfig(**{**plain, "edge_mask": 64}), augment, torch.Generator().manual_seed(0))
+    live = out[:, 0, 0, :] > 0                                   # (16, 64): 8 frames at most at each end
+    assert live[:, 8:56].all() and not live.all()
+    for row in live:                                             # one silent prefix, one silent suffix
+        kept = torch.nonzero(row).flatten()
+        assert len(kept) == int(kept[-1] - kept[0]) + 1
+    assert torch.equal(view(images, PretrainConfig(**plain), augment, torch.Generator().manual_seed(0)), images)

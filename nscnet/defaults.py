@@ -6,7 +6,7 @@ functions, no MLflow. The convention, the same for every step:
 
 - the run's MLflow **param holds the value used** (`min_cluster_size=3`, not 0), so runs on
   data of different sizes compare in the UI as they ran;
-- the tag **`nscnet.models.auto`** lists every field resolved here with its rule, e.g.
+- the tag **`nscnet.auto`** lists every field resolved here with its rule, e.g.
   `k=4 (auto: sqrt(N/2), at most 64; N=30); min_cluster_size=3 (auto: sqrt(N)/2, ...)`; in a
   run started by `mlflow run`, whose params MLflow logged as 0 already (params cannot change),
   this tag is where the resolved values are;
@@ -36,7 +36,7 @@ import dataclasses
 import math
 from typing import Any
 
-AUTO_TAG = "nscnet.models.auto"
+AUTO_TAG = "nscnet.auto"
 DEFAULT_K = 64        # the paper's K, where the data are large enough
 UMAP_NEIGHBORS = 15   # UMAP's own default, where the data are large enough
 
@@ -150,12 +150,12 @@ def resolve(cfg: Any, n: int) -> tuple[Any, dict[str, str]]:
 
 
 def auto_text(notes: dict[str, str]) -> str:
-    """The `nscnet.models.auto` tag text: "k=4 (auto: ...); min_cluster_size=2 (...)"."""
+    """The `nscnet.auto` tag text: "k=4 (auto: ...); min_cluster_size=2 (...)"."""
     return "; ".join(f"{name}={text}" for name, text in notes.items())
 
 
 def for_data(cfg: Any, n: int, tags: dict[str, str] | None = None) -> tuple[Any, dict[str, str]]:
-    """`resolve` for a runner: (resolved cfg, run tags with `nscnet.models.auto` added), and the one
+    """`resolve` for a runner: (resolved cfg, run tags with `nscnet.auto` added), and the one
     console line that says what was resolved."""
     import logging
 

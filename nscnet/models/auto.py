@@ -5,7 +5,7 @@ The parent run (step `auto`) runs every candidate of `candidates` (`nscnet.prese
 as a nested MLflow run of its own step (BASENet, or NSCNet with a preset), with the same `k`,
 `seed` and size-aware defaults, then picks the candidate with the best label-free `criterion`
 (one of the metrics every clustering run logs; lower is better for davies_bouldin). The parent
-logs the choice (`auto_choice` param, tags `nscnet.models.auto.choice`, `nscnet.models.auto.criterion`), each
+logs the choice (`auto_choice` param, tags `nscnet.auto.choice`, `nscnet.auto.criterion`), each
 candidate's criterion as metric `criterion_<candidate>` and the table `auto_candidates.json`
 (run ids, criterion, nmi_truth when `truth`). The criterion and the candidates were chosen by
 benchmarks/quality.py --sizes (docs/RESULTS.md, "Recipes across sizes").
@@ -55,8 +55,8 @@ def run_auto(cfg: AutoConfig) -> dict[str, Any]:
     if len(names) < 2:
         raise ConfigError(f"candidates={cfg.candidates!r}: give at least 2 candidate recipes to choose between")
     configs = {name: candidate_config(name, cfg) for name in names}  # unknown names fail before any run
-    with tracking.start_run(cfg, STEP, tags={"nscnet.models.auto.criterion": cfg.criterion,
-                                             "nscnet.models.auto.candidates": ",".join(names)}) as run:
+    with tracking.start_run(cfg, STEP, tags={"nscnet.auto.criterion": cfg.criterion,
+                                             "nscnet.auto.candidates": ",".join(names)}) as run:
         results: dict[str, dict[str, Any]] = {}
         for name, (step, child) in configs.items():
             results[name] = STEPS[step].load()(child)
@@ -68,7 +68,7 @@ def run_auto(cfg: AutoConfig) -> dict[str, Any]:
                         "n_clusters": metrics.get("n_clusters"), "nmi_truth": metrics.get("nmi_truth")}
                  for name, metrics in results.items()}
         tracking.log_params({"auto_choice": choice})
-        tracking.set_tags({"nscnet.models.auto.choice": choice, "nscnet.models.auto.choice_run": results[choice]["run_id"],
+        tracking.set_tags({"nscnet.auto.choice": choice, "nscnet.auto.choice_run": results[choice]["run_id"],
                            "mlflow.note.content": f"auto: {choice} chosen among {', '.join(names)} by "
                                                   f"{cfg.criterion} ({scores[choice]:.4f})"})
         tracking.log_metrics({f"criterion_{name}": value for name, value in scores.items() if value is not None})

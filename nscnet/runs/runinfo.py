@@ -133,8 +133,8 @@ def note(*, name: str, step: str, params: Mapping[str, str], metrics: Mapping[st
     if shown:
         lines += ["", "| metric | value |", "|---|---|"]
         lines += [f"| {m} | {_number(metrics[m])} |" for m in shown[:10]]
-    if tags.get("nscnet.models.auto"):
-        lines += ["", f"Defaults resolved from the data: {tags['nscnet.models.auto']}"]
+    if tags.get("nscnet.auto"):
+        lines += ["", f"Defaults resolved from the data: {tags['nscnet.auto']}"]
     warnings = [v for k, v in sorted(tags.items()) if k.startswith("nscnet.warning")]
     for text in warnings:
         lines += ["", f"**Warning:** {text}"]

@@ -24,14 +24,14 @@ def test_auto_runs_every_candidate_nested_and_logs_its_choice(tracking, tmp_path
         "auto candidate pca-kmeans", "auto candidate umap-hdbscan", "auto candidate umap-kmeans"]
     assert all(run.info.status == "FINISHED" and run.data.params["k"] == "4" for run in children)
     choice = parent.data.params["auto_choice"]
-    assert parent.data.tags["nscnet.models.auto.choice"] == choice == result["choice"]
-    assert parent.data.tags["nscnet.models.auto.criterion"] == "silhouette"
-    assert parent.data.tags["nscnet.models.auto.candidates"] == "pca-kmeans,umap-kmeans,umap-hdbscan"
+    assert parent.data.tags["nscnet.auto.choice"] == choice == result["choice"]
+    assert parent.data.tags["nscnet.auto.criterion"] == "silhouette"
+    assert parent.data.tags["nscnet.auto.candidates"] == "pca-kmeans,umap-kmeans,umap-hdbscan"
     # the choice is the candidate whose nested run has the best silhouette
     silhouettes = {run.info.run_name.split()[-1]: run.data.metrics["silhouette"] for run in children}
     assert silhouettes[choice] == max(silhouettes.values())  # on a tie: the first candidate given
     assert parent.data.metrics[f"criterion_{choice}"] == pytest.approx(silhouettes[choice])
-    chosen_run = parent.data.tags["nscnet.models.auto.choice_run"]
+    chosen_run = parent.data.tags["nscnet.auto.choice_run"]
     assert client.get_run(chosen_run).info.run_name == f"auto candidate {choice}"
     table = json.loads(open(client.download_artifacts(parent.info.run_id, "auto_candidates.json", str(tmp_path))).read())
     assert set(table) == set(silhouettes) and table[choice]["run_id"] == chosen_run

@@ -92,8 +92,9 @@ def test_nscnet_pretrains_in_its_own_run_when_asked(tracking, data):
     assert len(losses) == 4 and losses[-1] < losses[0]
     assert metrics["nmi_truth"] > 0.3 and metrics["epochs_trained"] == 0
     assert "train_loss" not in T.get_run(metrics["run_id"]).data.metrics
-    # a final density clustering that finds only noise (2 clusters of 60 cannot fit in 64 images)
-    noise = run_nscnet(NscnetConfig(data=str(data), **{**TINY, "epochs": 0}, final_algorithm="hdbscan",
+    # a final density clustering left to find its own number (k=0) that finds only noise
+    # (2 clusters of 60 cannot fit in 64 images); with k given it would be cut to k clusters
+    noise = run_nscnet(NscnetConfig(data=str(data), **{**TINY, "epochs": 0, "k": 0}, final_algorithm="hdbscan",
                                     min_cluster_size=60, min_samples=60))
     assert noise["n_clusters"] == 0 and noise["noise_fraction"] == 1.0
     with pytest.raises(ConfigError, match="pretrain_epochs and pretrained_run"):

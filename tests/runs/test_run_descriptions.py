@@ -36,7 +36,7 @@ def test_note_holds_data_metrics_and_links():
     text = runinfo.note(name="basenet pca64 kmeans k=8", step="basenet",
                         params={"data": "demo/dataset", "n_segments": "240", "image_shape": "64x512"},
                         metrics={"silhouette": 0.1234567, "n_clusters": 8.0, "inertia": 3.0},
-                        tags={"nscnet.models.auto": "k=8 (auto)", "nscnet.warning.noise": "ALL SEGMENTS ARE NOISE"},
+                        tags={"nscnet.auto": "k=8 (auto)", "nscnet.warning.noise": "ALL SEGMENTS ARE NOISE"},
                         artifacts=["figures", "figures/lda_2d.html", "figures/lda_2d.png", "assignments.csv", "raven"],
                         run_link="#/experiments/1/runs/abc")
     assert "`demo/dataset` (N = 240 segments, 64x512 images)" in text

@@ -14,6 +14,10 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("NUMBA_CACHE_DIR", str(_cache / "numba"))
 os.environ.setdefault("MPLCONFIGDIR", str(_cache / "mpl"))
 os.environ.setdefault("OMP_NUM_THREADS", "2")
+# PNG copies of figures off in tests (each is a headless Chromium after the run, seconds of CPU
+# in the background of the next tests); the tests of PNG export turn them on (`png_on`), and the
+# bare-machine tests run steps with the user's default (on)
+os.environ.setdefault("NSCNET_FIGURE_PNG", "false")
 
 SHARED_DATA = Path(os.environ.get("NSCNET_SHARED_DATA", ROOT.parent / "shared" / "data"))
 BENGALESE = SHARED_DATA / "bengalese-finch"
@@ -35,6 +39,12 @@ def png_expected() -> bool:
     from nscnet.runs.tracking import find_browser
 
     return find_browser() is not None or bool(os.environ.get("CI"))
+
+
+@pytest.fixture
+def png_on(monkeypatch) -> None:
+    """PNG copies of figures on, as for a user (tests of PNG export)."""
+    monkeypatch.setenv("NSCNET_FIGURE_PNG", "true")
 
 
 @pytest.fixture

@@ -51,7 +51,7 @@ def test_registry_finds_basenet_by_name():
         models.get("nope")
 
 
-def test_cli_run_logs_params_metrics_figures_and_exports(experiment, tmp_path):
+def test_cli_run_logs_params_metrics_figures_and_exports(experiment, tmp_path, png_on):
     data = make_blob_dataset(tmp_path / "ds", classes=4, per_class=30, skipped=2)
     assert basenet(experiment, "--data", str(data), "--k", "4", "--truth", "--pca_dim", "16") == 0
     run = only_run(experiment)

@@ -47,7 +47,7 @@ def _check_run(run_id):
     assert trk.download_artifact(run_id, "note.txt").read_text() == "hello"
 
 
-def test_local_sqlite_store_by_default(tmp_path, monkeypatch):
+def test_local_sqlite_store_by_default(tmp_path, monkeypatch, png_on):
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     assert trk.tracking_uri() == f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -69,7 +69,7 @@ def test_unknown_run_id_is_a_clear_error(tracking):
 
 
 @pytest.mark.slow
-def test_same_code_logs_through_a_real_mlflow_server(tmp_path, monkeypatch):
+def test_same_code_logs_through_a_real_mlflow_server(tmp_path, monkeypatch, png_on):
     from tests.fixtures_studies import mlflow_server
 
     with mlflow_server(f"sqlite:///{tmp_path / 'server.db'}", tmp_path / "server-artifacts",

@@ -76,3 +76,16 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+# a tiny NSCNet run on `tiny_images` (the tests of DeepCluster's levers and of pretraining)
+TINY = dict(k=4, epochs=2, backbone="small_cnn", embedding_dim=32, pca_dim=8, num_workers=0, lr=1e-3,
+            batch_size=16, freq_mask=4, device="cpu", seed=1, threads=1, truth=True,
+            stability_runs=2)
+
+
+@pytest.fixture(scope="module")
+def tiny_images(tmp_path_factory):
+    """4 classes x 16 images of 32 x 64, one dataset for the module."""
+    return make_dataset(tmp_path_factory.mktemp("quality") / "ds", classes=4, per_class=16, height=32, width=64)
+

@@ -1,4 +1,4 @@
-"""Presets: a defaults layer between the built-in defaults and the user's values (from tests/test_quality.py)."""
+"""Presets: a defaults layer between the built-in defaults and the user's values."""
 
 from __future__ import annotations
 

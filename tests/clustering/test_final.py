@@ -1,4 +1,4 @@
-"""The final clustering of a deep model's embeddings (UMAP + HDBSCAN) (from tests/test_quality.py)."""
+"""The final clustering of a deep model's embeddings (UMAP + HDBSCAN)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Label-free selection: stability, rank correlations of criteria with nmi_truth (from tests/test_quality.py)."""
+"""Label-free selection: stability, rank correlations of criteria with nmi_truth."""
 
 from __future__ import annotations
 

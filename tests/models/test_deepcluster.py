@@ -1,25 +1,15 @@
-"""The DeepCluster stabilisers of NSCNet (re-seeding, label matching, warm start) end to end (from tests/test_quality.py)."""
+"""The DeepCluster stabilisers of NSCNet (re-seeding, label matching, warm start) end to end."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from nscnet.clustering.cluster import stability, label_centroids
+from nscnet.clustering.cluster import label_centroids
 from nscnet.config import NscnetConfig
 from nscnet.models.deepcluster import match_labels, reseed_empty
 from nscnet.runs import tracking as T
-from tests.fixtures_deep import make_dataset, one_torch_thread  # noqa: F401 (fixture)
-
-TINY = dict(k=4, epochs=2, backbone="small_cnn", embedding_dim=32, pca_dim=8, num_workers=0, lr=1e-3,
-            batch_size=16, freq_mask=4, device="cpu", seed=1, threads=1, truth=True,
-            stability_runs=2)
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    return make_dataset(tmp_path_factory.mktemp("quality") / "ds", classes=4, per_class=16, height=32, width=64)
-
+from tests.fixtures_deep import TINY, one_torch_thread, tiny_images as data  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -1,4 +1,4 @@
-"""Self-supervised (SimCLR) pretraining and the runs that start from it (from tests/test_quality.py)."""
+"""Self-supervised (SimCLR) pretraining and the runs that start from it."""
 
 from __future__ import annotations
 
@@ -8,17 +8,7 @@ import torch
 from nscnet.config import ConfigError, DataError, NscnetConfig, PretrainConfig, VaenetConfig
 from nscnet.models.pretrain import nt_xent
 from nscnet.runs import tracking as T
-from tests.fixtures_deep import make_dataset, one_torch_thread  # noqa: F401 (fixture)
-
-TINY = dict(k=4, epochs=2, backbone="small_cnn", embedding_dim=32, pca_dim=8, num_workers=0, lr=1e-3,
-            batch_size=16, freq_mask=4, device="cpu", seed=1, threads=1, truth=True,
-            stability_runs=2)
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    return make_dataset(tmp_path_factory.mktemp("quality") / "ds", classes=4, per_class=16, height=32, width=64)
-
+from tests.fixtures_deep import TINY, one_torch_thread, tiny_images as data  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

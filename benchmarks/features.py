@@ -169,8 +169,8 @@ def embed(model, images, device) -> np.ndarray:
     return extract_features(model, loader, device, training.Precision(device, False))
 
 
-def simclr_features(work: Path, data: Path, size: int, seed: int, epochs: int = max(SNAPSHOTS)) -> dict:
-    """Embeddings after each of SNAPSHOTS epochs of one SimCLR run (cached); CPU seconds per epoch."""
+def simclr_features(work: Path, data: Path, size: int, seed: int, snapshots: tuple[int, ...] = SNAPSHOTS) -> dict:
+    """Embeddings after each of `snapshots` epochs of one SimCLR run (cached); CPU seconds per epoch."""
     import mlflow
     import torch
 
@@ -184,7 +184,8 @@ def simclr_features(work: Path, data: Path, size: int, seed: int, epochs: int = 
     path = lambda e: work / f"simclr-{tag}-e{e}.npy"  # noqa: E731
     model_path = lambda e: work / f"simclr-{tag}-e{e}.pt"  # noqa: E731
     meta = work / f"simclr-{tag}.json"
-    if all(path(e).exists() for e in SNAPSHOTS if e <= epochs) and meta.exists():
+    epochs = max(snapshots)
+    if all(path(e).exists() for e in snapshots) and meta.exists():
         return json.loads(meta.read_text())
     n_total = int(np.load(data / "spectrograms.npy", mmap_mode="r").shape[0])
     indices = subset(n_total, size, seed)
@@ -196,7 +197,7 @@ def simclr_features(work: Path, data: Path, size: int, seed: int, epochs: int = 
     training.seed_everything(seed)
     model = Embedder("small_cnn", embedding_dim=128)
     images = TorchImages(data, indices)
-    snaps = Snapshots(model, images, device, path, model_path, SNAPSHOTS)
+    snaps = Snapshots(model, images, device, path, model_path, snapshots)
     with mlflow.start_run(run_name=f"simclr {tag}"):
         contrastive_training(model, cfg, images, device, checkpointer=snaps)
     info = {"indices": indices.tolist(), "cpu_seconds": {str(e): s for e, s in snaps.seconds.items()}}
@@ -273,10 +274,10 @@ def part_simclr(args, work: Path, data: Path) -> list[dict]:
     rows = []
     for size in args.sizes:
         for seed in args.seeds:
-            info = simclr_features(work, data, size, seed)
+            info = simclr_features(work, data, size, seed, args.snapshots)
             truth = truth_of(data, info["indices"])
             tag = f"n{size or 'all'}-s{seed}"
-            for epoch in SNAPSHOTS:
+            for epoch in args.snapshots:
                 features = np.load(work / f"simclr-{tag}-e{epoch}.npy")
                 row = {"size": len(truth), "seed": seed, "epochs": epoch,
                        "cpu_min": info["cpu_seconds"][str(epoch)] / 60, **score_features(features, truth, seed)}
@@ -284,9 +285,10 @@ def part_simclr(args, work: Path, data: Path) -> list[dict]:
                 print(row, flush=True)
     summary = []
     for size in sorted({r["size"] for r in rows}, reverse=True):
-        for epoch in SNAPSHOTS:
+        for epoch in args.snapshots:
             sel = [r for r in rows if r["size"] == size and r["epochs"] == epoch]
-            summary.append({"segments": size, "SimCLR epochs": epoch, "seeds": len(sel),
+            summary.append({"segments": size, "SimCLR epochs": epoch, "images seen": epoch * min(2048, size),
+                            "seeds": len(sel),
                             **{n: mean_std(r[n] for r in sel) for n in recipes()},
                             "noise (hdbscan)": mean_std(r["noise"] for r in sel),
                             "CPU min (training)": mean_std(r["cpu_min"] for r in sel)})
@@ -424,12 +426,15 @@ def main() -> None:
     parser.add_argument("--part", default="simclr", choices=("simclr", "consensus", "birdnet", "deepcluster"))
     parser.add_argument("--seeds", default="0")
     parser.add_argument("--sizes", default="0,1000", help="segments per draw (0 = all 7,652)")
+    parser.add_argument("--snapshots", default=",".join(map(str, SNAPSHOTS)),
+                        help="simclr: epochs after which the embeddings are scored (one run to the largest)")
     parser.add_argument("--runs", type=int, default=5, help="labelings per consensus")
     parser.add_argument("--variants", default="", help="deepcluster: variant name prefixes separated by ';' (default all)")
     parser.add_argument("--birdnet-python", default="/tmp/features-bn-venv/bin/python")
     args = parser.parse_args()
     args.seeds = [int(s) for s in args.seeds.split(",")]
     args.sizes = [int(s) for s in args.sizes.split(",")]
+    args.snapshots = tuple(sorted(int(s) for s in args.snapshots.split(",")))
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     import mlflow

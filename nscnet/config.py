@@ -223,13 +223,15 @@ class Postprocess(Group):
     """Feature post-processing before clustering (`nscnet.features.postprocess`)."""
 
     normalize: bool = param(False, "standardize every feature before PCA", search=(False, True))
-    pca_dim: int = param(128, "PCA components (0 = no PCA); clamped to what the data allows", search=(128, 256))
+    pca_dim: int = param(-1, "PCA components (0 = no PCA; -1 = auto: max(sqrt(N), N/16), between 2 and 128); capped at N - 1, "
+                             "and at N/4 when whitened", search=(128, 256))
     whiten: bool = param(True, "whiten the PCA components", search=(False, True))
     l2: bool = param(True, "L2-normalize every feature vector last", search=(False, True))
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _check_positive(self, "pca_dim", allow_zero=True)
+        if self.pca_dim < -1:
+            raise ConfigError(f"pca_dim={self.pca_dim} must be >= 0, or -1 (auto)")
 
 
 ALGORITHMS = ("kmeans", "optics", "hdbscan")
@@ -467,7 +469,8 @@ class VaenetConfig(EarlyStop, Machine, Train, Evaluate, Sweep, Cluster, Postproc
 
 
 @dataclass(frozen=True)
-@defaults(pca_dim=Default(256, "PCA components before k-means (0 = no PCA)"), whiten=False,
+@defaults(pca_dim=Default(-1, "PCA components before k-means (0 = no PCA; -1 = auto: max(sqrt(N), N/16), between 2 and 256); "
+                              "capped at N - 1"), whiten=False,
           # the network: "" / 0 = the pretrained_run's network, else NETWORK_DEFAULTS (resolved by the runner, logged)
           backbone=Default("", "feature extractor (registered name; empty: the pretrained_run's, else efficientnet_b0)"),
           embedding_dim=Default(0, "width of the embedding layer (0: the pretrained_run's, else 512)"),
@@ -483,6 +486,7 @@ class NscnetConfig(Umap, Augment, Network, EarlyStop, Machine, Train, Evaluate, 
 
     _zero_epochs_allowed = True
     _network_unset_allowed = True
+    _auto_pca_usual = 256  # nscnet.defaults: auto pca_dim at most 256 here
 
     arcface: bool = param(False, "ArcFace head instead of softmax", search=(False, True))
     arcface_scale: float = param(30.0, "ArcFace scale s")
@@ -491,7 +495,8 @@ class NscnetConfig(Umap, Augment, Network, EarlyStop, Machine, Train, Evaluate, 
     pretrained_weights: str = param("", "path to a state dict for the backbone (none are downloaded)")
     pretrained_run: str = param("", "MLflow run id of a `pretrain` run whose embedding network to start from")
     pretrain_epochs: int = param(0, "contrastive (SimCLR) epochs of the embedding network inside this run, before "
-                                    "the DeepCluster epochs (0 = none); batch_size, device, amp and the network as "
+                                    "the DeepCluster epochs (0 = none; -1 = auto: about 6,144 images seen, 1..12 "
+                                    "epochs of pretrain_epoch_size); batch_size, device, amp and the network as "
                                     "here, the other contrastive settings (lr, temperature, views) as `pretrain`'s "
                                     "defaults")
     pretrain_epoch_size: int = param(2048, "images per in-run contrastive epoch, drawn at random (0 = all; capped at N)")
@@ -511,7 +516,9 @@ class NscnetConfig(Umap, Augment, Network, EarlyStop, Machine, Train, Evaluate, 
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _check_positive(self, "k_train", "pretrain_epochs", "pretrain_epoch_size", allow_zero=True)
+        _check_positive(self, "k_train", "pretrain_epoch_size", allow_zero=True)
+        if self.pretrain_epochs < -1:
+            raise ConfigError(f"pretrain_epochs={self.pretrain_epochs} must be >= 0, or -1 (auto)")
         _check_positive(self, "backbone_lr_scale")
         if self.head_warmup < -1:
             raise ConfigError(f"head_warmup={self.head_warmup} must be >= 0, or -1 (auto)")
@@ -540,10 +547,12 @@ def with_network_defaults(cfg: NscnetConfig) -> NscnetConfig:
 @defaults(
     k=Default(0, "clusters of the pretrained embeddings' evaluation clustering (0 = auto: sqrt(N/2), 2..16)",
               search=None),
-    epochs=Default(20, "epochs of contrastive training"),
+    epochs=Default(0, "epochs of contrastive training (0 = auto: about 6,144 images seen, 1..12 epochs of "
+                      "epoch_size)"),
     batch_size=Default(64, "images per batch (2 views each: 2 x batch_size - 2 negatives per image; capped at N)"),
     lr=Default(1e-3, search=None),
-    pca_dim=Default(64, "PCA components before the evaluation clustering (0 = no PCA)", search=None),
+    pca_dim=Default(-1, "PCA components before the evaluation clustering (0 = no PCA; -1 = auto: "
+                        "max(sqrt(N), N/16), between 2 and 64); capped at N - 1", search=None),
     whiten=Default(False, "whiten the PCA components of the evaluation clustering", search=None),
     backbone="small_cnn", embedding_dim=Default(128, "width of the embedding layer (what NSCNet starts from)"),
     time_warp=Default(0, "SpecAugment time warp W at 512 frames"), freq_mask=8,
@@ -556,6 +565,8 @@ class PretrainConfig(Umap, Contrastive, Augment, Network, Machine, Train, Evalua
     """Self-supervised (SimCLR) pretraining of an embedding network; its embeddings are clustered too."""
 
     _auto_k_usual = 16  # nscnet.defaults: auto k at most 16 here
+    _auto_pca_usual = 64  # and auto pca_dim at most 64
+    _zero_epochs_allowed = True  # epochs 0 = auto (nscnet.defaults), resolved before the run
 
     reducer: str = param("pca", "evaluation clustering: pca = the post-processing only; umap = UMAP to umap_dim "
                                 "after it (with algorithm=hdbscan: the best measured, docs/RESULTS.md)", choices=REDUCERS)

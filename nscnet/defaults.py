@@ -36,9 +36,21 @@ import dataclasses
 import math
 from typing import Any
 
+from nscnet.config import Contrastive
+
 AUTO_TAG = "nscnet.auto"
 DEFAULT_K = 64        # the paper's K, where the data are large enough
 UMAP_NEIGHBORS = 15   # UMAP's own default, where the data are large enough
+DEFAULT_PCA_DIM = 128  # the paper's PCA components, where the data are large enough (N >= 2,048)
+# Whitening more than this share of N components spreads the points evenly (docs/clustering.md,
+# Post-processing): whitened PCA keeps at most N/4 components (30 songs of 5 types: 29 whitened
+# components left HDBSCAN all noise and k-means at NMI 0.10-0.17).
+WHITEN_MAX_SHARE = 0.25
+# Contrastive pretraining sees about this many images (3 epochs of 2,048: the `quality` preset on
+# the full 7,652 syllables, where 6 and 12 epochs gave no more, docs/RESULTS.md), in at most
+# PRETRAIN_MAX_EPOCHS epochs: on small sets more passes over the same images lost again.
+PRETRAIN_IMAGES = 6144
+PRETRAIN_MAX_EPOCHS = 12
 
 
 def auto_k(n: int, usual: int = DEFAULT_K) -> int:
@@ -59,6 +71,25 @@ def auto_min_samples(min_cluster_size: int) -> int:
 def auto_umap_neighbors(n: int) -> int:
     """UMAP n_neighbors: sqrt(N), between 2 and 15 (UMAP's default from N = 225 on)."""
     return int(min(UMAP_NEIGHBORS, max(2, round(math.sqrt(n))), max(n - 1, 2)))
+
+
+def pca_limit(n: int, whiten: bool) -> int:
+    """The most PCA components N segments allow: N - 1 (the rank of centred data), N/4 when whitened."""
+    return int(max(1, int(WHITEN_MAX_SHARE * n) if whiten else n - 1))
+
+
+def auto_pca_dim(n: int, usual: int = DEFAULT_PCA_DIM, whiten: bool = False) -> int:
+    """PCA components for N segments: max(sqrt(N), N/16), between 2 and `usual` (the paper's 128
+    from N = 2,048 on; 14 at 200, 62 at 1,000), and within `pca_limit`."""
+    return int(min(usual, max(2, round(max(math.sqrt(n), n / 16))), pca_limit(n, whiten)))
+
+
+def auto_pretrain_epochs(n: int, epoch_size: int) -> int:
+    """Contrastive epochs for N segments and `epoch_size` images an epoch (0 = all, capped at N):
+    PRETRAIN_IMAGES images seen, between 1 and PRETRAIN_MAX_EPOCHS epochs (3 of 2,048 images from
+    N = 2,048 on; 6 at N = 1,000; 12 below N = 530)."""
+    per_epoch = max(1, min(epoch_size or n, n))
+    return int(min(PRETRAIN_MAX_EPOCHS, max(1, round(PRETRAIN_IMAGES / per_epoch))))
 
 
 def k_limit(n: int) -> int:
@@ -144,6 +175,27 @@ def resolve(cfg: Any, n: int) -> tuple[Any, dict[str, str]]:
             changes[name] = n
             if name != "pretrain_epoch_size" or getattr(cfg, "pretrain_epochs", 0):
                 notes[name] = f"{n} (capped at N; asked {getattr(cfg, name)})"
+    if _has(cfg, "pca_dim"):
+        whiten = bool(getattr(cfg, "whiten", False))
+        limit = pca_limit(n, whiten)
+        if cfg.pca_dim < 0:
+            usual = getattr(type(cfg), "_auto_pca_usual", DEFAULT_PCA_DIM)
+            changes["pca_dim"] = auto_pca_dim(n, usual, whiten)
+            notes["pca_dim"] = f"{changes['pca_dim']} (auto: max(sqrt(N), N/16), 2..{usual}; N={n})"
+        elif cfg.pca_dim > limit:
+            changes["pca_dim"] = limit
+            notes["pca_dim"] = (f"{limit} (capped at {'N/4, whitened' if whiten else 'N - 1'}; "
+                                f"asked {cfg.pca_dim})")
+    # the contrastive epochs: `pretrain`'s epochs (0 = auto), NSCNet's in-run pretrain_epochs (-1 = auto)
+    for name, size_name, auto in (("pretrain_epochs", "pretrain_epoch_size", -1), ("epochs", "epoch_size", 0)):
+        if name == "epochs" and not isinstance(cfg, Contrastive):  # only `pretrain`'s epochs are contrastive
+            continue
+        if _has(cfg, name) and getattr(cfg, name) == auto:
+            epoch_size = changes.get(size_name, getattr(cfg, size_name))
+            changes[name] = auto_pretrain_epochs(n, epoch_size)
+            seen = changes[name] * min(epoch_size or n, n)
+            notes[name] = (f"{changes[name]} (auto: about {PRETRAIN_IMAGES:,} images seen, 1..{PRETRAIN_MAX_EPOCHS} "
+                           f"epochs of {min(epoch_size or n, n)}: {seen}; N={n})")
     if not changes:
         return cfg, notes
     return dataclasses.replace(cfg, **changes), notes

@@ -22,7 +22,8 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "nscnet": {
         "paper": {},  # the plain recipe, exactly as published
         # benchmarks/quality.py "nscnet --preset quality": SimCLR pretraining of a small CNN inside
-        # the run (3 epochs of 2,048 images, `pretrain`'s default views with edge masks), no
+        # the run (epochs auto, nscnet.defaults: about 6,144 images seen, 3 epochs of 2,048 images
+        # on the full set; `pretrain`'s default views with edge masks), no
         # DeepCluster epoch by default, then UMAP 10 + HDBSCAN of the learned embeddings
         # (docs/RESULTS.md), min_cluster_size and min_samples from N (nscnet.defaults: sqrt(N)/2,
         # 44 at 7,652 segments; the constants 50 / 10 left small sets all noise, issue 13). With
@@ -30,7 +31,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         # and, after pretraining, the head fitted first (head_warmup auto: one epoch then held the
         # pretrained result, 0.890 / 0.892 vs 0.885 / 0.888; a fresh head lowered it to 0.877).
         "quality": {"backbone": "small_cnn", "embedding_dim": 128, "pca_dim": 64, "batch_size": 64,
-                    "pretrain_epochs": 3, "pretrain_epoch_size": 2048, "epochs": 0,
+                    "pretrain_epochs": -1, "pretrain_epoch_size": 2048, "epochs": 0,
                     "lr": 1e-3, "kmeans_warm_start": True, "reseed_empty": True, "final_reducer": "umap",
                     "final_algorithm": "hdbscan"},
     },
@@ -107,6 +108,13 @@ def matching(step: str, cfg: Any) -> str:
     """The name of the (non-empty) preset of `step` whose every value `cfg` holds, else "": what
     a run name says of a config, which no longer carries the preset it was resolved from."""
     for name, values in PRESETS.get(step, {}).items():
-        if values and all(getattr(cfg, field, None) == value for field, value in values.items()):
+        if values and all(_holds(cfg, field, value) for field, value in values.items()):
             return name
     return ""
+
+
+def _holds(cfg: Any, field: str, value: Any) -> bool:
+    """cfg holds the preset's value of `field`; an auto value (-1) matches what nscnet.defaults
+    resolved it to (a positive number)."""
+    have = getattr(cfg, field, None)
+    return have == value or (value == -1 and isinstance(have, int) and have > 0)

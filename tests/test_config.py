@@ -58,7 +58,7 @@ def test_steps_are_made_of_groups_and_defaults_change_without_declaring_fields_a
     assert cfg.group(C.Network) == C.Network(backbone="vae_encoder", embedding_dim=32)
     assert C.PretrainConfig().backbone == "small_cnn" and C.NscnetConfig().backbone == ""  # "": pretrained_run's
     assert C.with_network_defaults(C.NscnetConfig()).backbone == "efficientnet_b0"
-    assert C.VaenetConfig().pca_dim == 0 and C.BasenetConfig().pca_dim == 128
+    assert C.VaenetConfig().pca_dim == 0 and C.BasenetConfig().pca_dim == -1  # -1: auto (nscnet.defaults)
     help_of = {f.name: f.metadata["help"] for f in C.fields(C.PretrainConfig)}
     assert help_of["freq_masks"].endswith("per view") and help_of["projection_dim"]
     # no group inherits another, and a step takes only the groups it uses
@@ -74,7 +74,7 @@ def test_steps_are_made_of_groups_and_defaults_change_without_declaring_fields_a
 
 def test_params_flatten_tuples():
     params = C.to_params(C.BasenetConfig(k_values=(64, 128)))
-    assert params["k_values"] == "64,128" and params["pca_dim"] == 128
+    assert params["k_values"] == "64,128" and params["pca_dim"] == -1
 
 
 @pytest.mark.parametrize("step", sorted(STEPS))

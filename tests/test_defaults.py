@@ -9,6 +9,7 @@ from nscnet import defaults
 from nscnet.config import BasenetConfig, NscnetConfig, PretrainConfig, StudyConfig
 from tests.fixtures_audio import make_synthetic_dataset
 from tests.fixtures_cluster import make_blob_dataset
+from tests.fixtures_deep import make_dataset, one_torch_thread  # noqa: F401 (fixture)
 
 
 @pytest.fixture(scope="module")
@@ -24,15 +25,25 @@ def test_rules_scale_with_n():
     assert [defaults.auto_min_cluster_size(n) for n in (30, 200, 2000, 7652)] == [3, 7, 22, 44]
     assert [defaults.auto_min_samples(m) for m in (3, 22)] == [3, 22]
     assert [defaults.auto_umap_neighbors(n) for n in (5, 30, 200, 2000)] == [2, 5, 14, 15]
+    assert [defaults.auto_pca_dim(n) for n in (3, 30, 200, 1000, 7652)] == [2, 5, 14, 62, 128]  # the paper's 128
+    assert defaults.auto_pca_dim(7652, usual=64) == 64 and defaults.auto_pca_dim(6, whiten=True) == 1  # N/4 whitened
+    # about 6,144 images: 3 epochs of 2,048 (the preset at 7,652 as before), 6 at 1,000, at most 12
+    assert [defaults.auto_pretrain_epochs(n, 2048) for n in (30, 200, 1000, 7652)] == [12, 12, 6, 3]
+    assert defaults.auto_pretrain_epochs(7652, 0) == 1  # `pretrain`'s epochs of all 7,652 images
 
 
 def test_resolve_fills_auto_fields_keeps_given_ones_and_caps_batches():
     cfg, notes = defaults.resolve(BasenetConfig(algorithm="hdbscan", reducer="umap"), 30)
     assert (cfg.k, cfg.min_cluster_size, cfg.min_samples, cfg.umap_neighbors) == (0, 3, 3, 5)  # k: HDBSCAN's own
-    assert set(notes) == {"k", "min_cluster_size", "min_samples", "umap_neighbors"}
+    assert set(notes) == {"k", "min_cluster_size", "min_samples", "umap_neighbors", "pca_dim"}
     assert "N=30" in notes["min_cluster_size"] and "finds the number of clusters itself" in notes["k"]
-    given, notes = defaults.resolve(BasenetConfig(k=8, min_cluster_size=7, min_samples=3, umap_neighbors=9), 30)
-    assert (given.k, given.min_cluster_size, given.min_samples, given.umap_neighbors) == (8, 7, 3, 9) and not notes
+    given, notes = defaults.resolve(BasenetConfig(k=8, min_cluster_size=7, min_samples=3, umap_neighbors=9,
+                                                  pca_dim=6), 30)
+    assert (given.k, given.min_cluster_size, given.min_samples, given.umap_neighbors, given.pca_dim) == (8, 7, 3, 9, 6)
+    assert not notes
+    capped, notes = defaults.resolve(BasenetConfig(pca_dim=128), 30)  # whitened: at most N/4 components
+    assert capped.pca_dim == 7 and notes["pca_dim"] == "7 (capped at N/4, whitened; asked 128)"
+    assert defaults.resolve(BasenetConfig(pca_dim=128, whiten=False), 30)[0].pca_dim == 29  # N - 1
     nsc, notes = defaults.resolve(NscnetConfig(pretrain_epochs=2), 30)
     assert (nsc.batch_size, nsc.pretrain_epoch_size, nsc.k) == (30, 30, 4)
     assert "capped at N" in notes["batch_size"] and "pretrain_epoch_size" in notes
@@ -55,7 +66,9 @@ def test_default_basenet_on_30_songs_is_not_all_noise_and_logs_what_it_resolved(
     km = run_basenet(BasenetConfig(data=str(song30), truth=True, figures=False, export=False))
     run = T.get_run(km["run_id"])
     assert run.data.params["k"] == "4" and "k=4 (auto" in run.data.tags[defaults.AUTO_TAG]
-    assert run.info.run_name == "basenet pca128 kmeans k=4"
+    assert run.data.params["pca_dim"] == run.data.params["pca_dim_used"] == "5"  # sqrt(N) components, as logged
+    assert "pca_dim=5 (auto: max(sqrt(N), N/16), 2..128; N=30)" in run.data.tags[defaults.AUTO_TAG]
+    assert run.info.run_name == "basenet pca5 kmeans k=4" and km["nmi_truth"] > 0.5
     for reducer in ("pca", "umap"):
         hdb = run_basenet(BasenetConfig(data=str(song30), truth=True, algorithm="hdbscan", reducer=reducer,
                                         figures=False, export=False))
@@ -128,3 +141,29 @@ def test_quality_preset_on_30_songs_is_not_all_noise(tracking, song30):
     run = T.get_run(metrics["run_id"])
     assert "min_cluster_size=3 (auto" in run.data.tags[defaults.AUTO_TAG]
     assert "batch_size=30 (capped at N" in run.data.tags[defaults.AUTO_TAG]
+
+
+def test_pretraining_length_and_pca_dim_resolve_on_30_images(tracking, tmp_path, one_torch_thread):
+    """`pretrain` (epochs 0) and NSCNet's in-run pretraining (pretrain_epochs -1): about 6,144
+    images seen, at most 12 epochs; pca_dim -1: max(sqrt(N), N/16), at most the step's usual;
+    logged as resolved."""
+    from nscnet.models.nscnet import run_nscnet
+    from nscnet.models.pretrain import run_pretrain
+    from nscnet.runs import tracking as T
+
+    data = str(make_dataset(tmp_path / "img30", classes=5, per_class=6, height=16, width=32))
+    tiny = dict(data=data, backbone="small_cnn", embedding_dim=16, batch_size=16, num_workers=0, device="cpu",
+                threads=1, truth=True, figures=False, export=False, stability_runs=0)
+    pre = run_pretrain(PretrainConfig(k=5, **tiny))
+    run = T.get_run(pre["run_id"])
+    assert (run.data.params["epochs"], run.data.params["pca_dim"]) == ("12", "5")
+    assert len(T.metric_history(pre["run_id"], "train_loss")) == 12  # the 12 epochs ran
+    tag = run.data.tags[defaults.AUTO_TAG]
+    assert "epochs=12 (auto: about 6,144 images seen, 1..12 epochs of 30: 360; N=30)" in tag
+    assert "pca_dim=5 (auto: max(sqrt(N), N/16), 2..64; N=30)" in tag
+    nsc = run_nscnet(NscnetConfig(k=5, epochs=0, pretrain_epochs=-1, **tiny))
+    run = T.get_run(nsc["run_id"])
+    assert (run.data.params["pretrain_epochs"], run.data.params["pca_dim"]) == ("12", "5")
+    tag = run.data.tags[defaults.AUTO_TAG]
+    assert "pretrain_epochs=12 (auto: about 6,144 images seen" in tag and "pca_dim=5 (auto: max(sqrt(N), N/16), 2..256" in tag
+    assert nsc["n_clusters"] == 5

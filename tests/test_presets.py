@@ -15,7 +15,7 @@ def test_presets_are_a_defaults_layer_under_the_given_values_and_k_train_is_chec
     from nscnet.cli import config_from_args
 
     cfg = presets.config("nscnet", "quality", epochs=7)
-    assert cfg.epochs == 7 and cfg.kmeans_warm_start and cfg.final_reducer == "umap" and cfg.pretrain_epochs == 3
+    assert cfg.epochs == 7 and cfg.kmeans_warm_start and cfg.final_reducer == "umap" and cfg.pretrain_epochs == -1
     assert presets.config("nscnet", "quality", pretrained_run="abc").pretrain_epochs == 0  # no second pretraining
     # a given value wins even when it equals the built-in default (min_cluster_size 5, lr 1e-4)
     typed = config_from_args("nscnet", ["--preset", "quality", "--min_cluster_size", "5", "--lr", "1e-4"])

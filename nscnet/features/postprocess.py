@@ -3,12 +3,13 @@
 Optional standardization ("normalization"), PCA to `pca_dim` components, whitening and L2
 normalization, in that order, as one scikit-learn `Pipeline` fitted once per call.
 
-`pca_dim` is clamped to what the data allows (at most N - 1 components, since centred data of
-N points has rank N - 1 at most, and at most D); the clamp is reported in the returned notes,
-which callers log as params. Whitening close to N components makes every point about equally
-far from every other (docs/clustering.md): with whitening on, `pca_dim` is also clamped to
-N / 4 (a no-op from N = 4 x pca_dim on: 512 segments for the default 128), and that is warned
-about and noted.
+`pca_dim` -1 (auto) is max(sqrt(N), N/16) components, at most 128 (`nscnet.defaults.auto_pca_dim`; the step
+runners resolve it, and log it, before they get here). A given `pca_dim` is clamped to what the
+data allows (at most N - 1 components, since centred data of N points has rank N - 1 at most,
+and at most D); the clamp is reported in the returned notes, which callers log as params.
+Whitening close to N components makes every point about equally far from every other
+(docs/clustering.md): with whitening on, `pca_dim` is also clamped to N / 4 (a no-op from
+N = 4 x pca_dim on: 512 segments for 128), and that is warned about and noted.
 
     >>> import numpy as np
     >>> x = np.random.default_rng(0).normal(size=(100, 20))
@@ -35,13 +36,10 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer, Normalizer, StandardScaler
 
 from nscnet.config import DataError, PostprocessParams  # noqa: F401  (PostprocessParams: doc example)
+from nscnet.defaults import WHITEN_MAX_SHARE, auto_pca_dim
 
 log = logging.getLogger(__name__)
 
-# Whitening more than this share of N components spreads the points evenly (docs/clustering.md, Post-processing):
-# whitened PCA keeps at most this share (30 songs of 5 types: 29 whitened components left
-# HDBSCAN all noise and k-means at NMI 0.10-0.17; 7 components, see tests/test_defaults.py).
-WHITEN_MAX_SHARE = 0.25
 # A PCA over more than this many bytes of float32 rows is fitted on a seeded sample of rows
 # (`pca_fit_rows`): at 64 x 512 images, 8,192 rows.
 PCA_FIT_BYTES = 1 << 30
@@ -59,6 +57,8 @@ def build_postprocess(*, normalize: bool, pca_dim: int, whiten: bool, l2: bool, 
     steps: list[tuple[str, Any]] = []
     if normalize:
         steps.append(("normalize", StandardScaler()))
+    if pca_dim < 0:  # auto, for a caller that did not resolve it (the runners do, nscnet.defaults)
+        pca_dim = auto_pca_dim(n_samples, whiten=whiten)
     if pca_dim > 0:
         allowed = max(1, min(n_samples - 1, n_features))
         used = min(pca_dim, allowed)

@@ -31,7 +31,7 @@ def _reducer(cfg: Any, reducer: str | None = None) -> str:
     if reducer == "umap":
         return f"umap{cfg.umap_dim}"
     pca = getattr(cfg, "pca_dim", 0)
-    return f"pca{pca}" if pca else "nopca"
+    return f"pca{pca}" if pca > 0 else ("pcaauto" if pca < 0 else "nopca")  # < 0: not resolved yet
 
 
 def _clustering(cfg: Any, algorithm: str | None = None) -> str:

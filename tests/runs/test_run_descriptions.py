@@ -19,7 +19,7 @@ from tests.fixtures_studies import blob_data, worker_env
 
 def test_default_names_say_what_ran():
     assert runinfo.default_name(BasenetConfig(pca_dim=64, k=8), "basenet") == "basenet pca64 kmeans k=8"
-    assert runinfo.default_name(BasenetConfig(k_values=(8, 16, 64)), "basenet") == "basenet pca128 kmeans k=8..64"
+    assert runinfo.default_name(BasenetConfig(k_values=(8, 16, 64)), "basenet") == "basenet pcaauto kmeans k=8..64"
     assert runinfo.default_name(BasenetConfig(reducer="umap", algorithm="hdbscan", min_cluster_size=5),
                                 "basenet") == "basenet umap10 hdbscan mcs=5"
     from nscnet.presets import config as preset_config

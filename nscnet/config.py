@@ -495,8 +495,8 @@ class NscnetConfig(Umap, Augment, Network, EarlyStop, Machine, Train, Evaluate, 
     pretrained_weights: str = param("", "path to a state dict for the backbone (none are downloaded)")
     pretrained_run: str = param("", "MLflow run id of a `pretrain` run whose embedding network to start from")
     pretrain_epochs: int = param(0, "contrastive (SimCLR) epochs of the embedding network inside this run, before "
-                                    "the DeepCluster epochs (0 = none; -1 = auto: about 6,144 images seen, 1..12 "
-                                    "epochs of pretrain_epoch_size); batch_size, device, amp and the network as "
+                                    "the DeepCluster epochs (0 = none; -1 = auto: 6 x N images, 2,400..6,144, in "
+                                    "1..50 epochs of pretrain_epoch_size); batch_size, device, amp and the network as "
                                     "here, the other contrastive settings (lr, temperature, views) as `pretrain`'s "
                                     "defaults")
     pretrain_epoch_size: int = param(2048, "images per in-run contrastive epoch, drawn at random (0 = all; capped at N)")
@@ -547,8 +547,8 @@ def with_network_defaults(cfg: NscnetConfig) -> NscnetConfig:
 @defaults(
     k=Default(0, "clusters of the pretrained embeddings' evaluation clustering (0 = auto: sqrt(N/2), 2..16)",
               search=None),
-    epochs=Default(0, "epochs of contrastive training (0 = auto: about 6,144 images seen, 1..12 epochs of "
-                      "epoch_size)"),
+    epochs=Default(0, "epochs of contrastive training (0 = auto: 6 x N images, 2,400..6,144, in 1..50 "
+                      "epochs of epoch_size)"),
     batch_size=Default(64, "images per batch (2 views each: 2 x batch_size - 2 negatives per image; capped at N)"),
     lr=Default(1e-3, search=None),
     pca_dim=Default(-1, "PCA components before the evaluation clustering (0 = no PCA; -1 = auto: "

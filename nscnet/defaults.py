@@ -46,11 +46,15 @@ DEFAULT_PCA_DIM = 128  # the paper's PCA components, where the data are large en
 # Post-processing): whitened PCA keeps at most N/4 components (30 songs of 5 types: 29 whitened
 # components left HDBSCAN all noise and k-means at NMI 0.10-0.17).
 WHITEN_MAX_SHARE = 0.25
-# Contrastive pretraining sees about this many images (3 epochs of 2,048: the `quality` preset on
-# the full 7,652 syllables, where 6 and 12 epochs gave no more, docs/RESULTS.md), in at most
-# PRETRAIN_MAX_EPOCHS epochs: on small sets more passes over the same images lost again.
+# Contrastive pretraining draws 6 x N images, at least PRETRAIN_MIN_IMAGES and at most
+# PRETRAIN_IMAGES (3 epochs of 2,048: the `quality` preset on the full 7,652 syllables, where 6
+# and 12 epochs gave no more), in at most PRETRAIN_MAX_EPOCHS epochs. The best of the measured
+# lengths (docs/RESULTS.md): 48 epochs at N = 50, 12 at 200, 6 at 1,000, 3 of 2,048 at 7,652;
+# 6,144 images at N = 200 (31 epochs) lost 0.07 NMI to 12 epochs.
 PRETRAIN_IMAGES = 6144
-PRETRAIN_MAX_EPOCHS = 12
+PRETRAIN_MIN_IMAGES = 2400
+PRETRAIN_PASSES = 6
+PRETRAIN_MAX_EPOCHS = 50
 
 
 def auto_k(n: int, usual: int = DEFAULT_K) -> int:
@@ -84,12 +88,17 @@ def auto_pca_dim(n: int, usual: int = DEFAULT_PCA_DIM, whiten: bool = False) -> 
     return int(min(usual, max(2, round(max(math.sqrt(n), n / 16))), pca_limit(n, whiten)))
 
 
+def pretrain_images(n: int) -> int:
+    """Images contrastive pretraining draws on N segments: 6 N, between 2,400 and 6,144."""
+    return int(min(PRETRAIN_IMAGES, max(PRETRAIN_MIN_IMAGES, PRETRAIN_PASSES * n)))
+
+
 def auto_pretrain_epochs(n: int, epoch_size: int) -> int:
     """Contrastive epochs for N segments and `epoch_size` images an epoch (0 = all, capped at N):
-    PRETRAIN_IMAGES images seen, between 1 and PRETRAIN_MAX_EPOCHS epochs (3 of 2,048 images from
-    N = 2,048 on; 6 at N = 1,000; 12 below N = 530)."""
+    `pretrain_images(N)` images, between 1 and 50 epochs (48 at N = 50, 12 at 200, 6 at 1,000,
+    3 of 2,048 images from N = 2,048 on; 1 epoch of all 7,652)."""
     per_epoch = max(1, min(epoch_size or n, n))
-    return int(min(PRETRAIN_MAX_EPOCHS, max(1, round(PRETRAIN_IMAGES / per_epoch))))
+    return int(min(PRETRAIN_MAX_EPOCHS, max(1, round(pretrain_images(n) / per_epoch))))
 
 
 def k_limit(n: int) -> int:
@@ -193,9 +202,8 @@ def resolve(cfg: Any, n: int) -> tuple[Any, dict[str, str]]:
         if _has(cfg, name) and getattr(cfg, name) == auto:
             epoch_size = changes.get(size_name, getattr(cfg, size_name))
             changes[name] = auto_pretrain_epochs(n, epoch_size)
-            seen = changes[name] * min(epoch_size or n, n)
-            notes[name] = (f"{changes[name]} (auto: about {PRETRAIN_IMAGES:,} images seen, 1..{PRETRAIN_MAX_EPOCHS} "
-                           f"epochs of {min(epoch_size or n, n)}: {seen}; N={n})")
+            notes[name] = (f"{changes[name]} (auto: 6N images, {PRETRAIN_MIN_IMAGES:,}..{PRETRAIN_IMAGES:,}, "
+                           f"1..{PRETRAIN_MAX_EPOCHS} epochs of {min(epoch_size or n, n)}; N={n})")
     if not changes:
         return cfg, notes
     return dataclasses.replace(cfg, **changes), notes

@@ -1,6 +1,7 @@
 """Defaults that depend on the data, resolved against it before a step's run opens.
 
-A config field documented as "0 = auto" gets its value here from N, the number of segments
+A config field documented as "0 = auto" (or "-1 = auto" where 0 means none: `pca_dim`,
+NSCNet's `pretrain_epochs`) gets its value here from N, the number of segments
 (and from K when the user gave one); a few others are capped at what N allows. Pure
 functions, no MLflow. The convention, the same for every step:
 
@@ -13,7 +14,8 @@ functions, no MLflow. The convention, the same for every step:
 - one line on the console says the same.
 
 The rules (measured on subsets of the Bengalese finch syllables and on synthetic song,
-docs/clustering.md "Size-aware defaults"):
+docs/clustering.md "Size-aware defaults"; pca_dim: benchmarks/pca_dim.py; the pretraining
+length: benchmarks/features.py --part simclr, docs/RESULTS.md):
 
 | field | auto value |
 |---|---|
@@ -24,6 +26,8 @@ docs/clustering.md "Size-aware defaults"):
 | `umap_neighbors` | round(sqrt(N)), between 2 and UMAP's usual 15 |
 | `batch_size` | capped at N |
 | `pretrain_epoch_size`, `epoch_size` | capped at N (0 keeps "all") |
+| `pca_dim` (-1 = auto) | round(max(sqrt(N), N/16)), between 2 and the step's usual (128; `nscnet`: 256; `pretrain`: 64): 5 at N = 30, 14 at 200, 62 at 1,000, 128 from 2,048 on. A given value is capped at N - 1, and at N/4 when whitened |
+| `epochs` of `pretrain` (0 = auto), `pretrain_epochs` of `nscnet` (-1 = auto; the `quality` preset) | 6 N images drawn, between 2,400 and 6,144, in 1..50 epochs of `epoch_size` / `pretrain_epoch_size` images (capped at N): 48 at N = 50, 12 at 200, 6 at 1,000, 3 of 2,048 from 2,048 on (`pretrain`'s epochs of all 7,652: 1) |
 
 The study's K grid (`k_min`..`k_max`, powers of two) is cut to K <= N - 1 (`k_grid_bounds`:
 the largest K whose silhouette is defined), so a study on a small data set runs instead of

@@ -135,8 +135,10 @@ def test_pca_dim_larger_than_the_data_is_clamped_and_logged(experiment, tmp_path
     data = make_blob_dataset(tmp_path / "ds", classes=2, per_class=10, height=4, width=4)
     assert basenet(experiment, "--data", str(data), "--k", "2", "--pca_dim", "128", "--whiten", "false",
                  "--export", "false") == 0
-    params = only_run(experiment).data.params
-    assert params["pca_dim"] == "128" and params["pca_dim_used"] == "16" and params["pca_clamped"] == "true"
+    run = only_run(experiment)
+    params = run.data.params  # 128 capped at N - 1 = 19 (nscnet.defaults), then clamped to D = 16
+    assert params["pca_dim"] == "19" and params["pca_dim_used"] == "16" and params["pca_clamped"] == "true"
+    assert "pca_dim=19 (capped at N - 1; asked 128)" in run.data.tags["nscnet.auto"]
 
 
 @pytest.mark.parametrize("make, argv, message", [

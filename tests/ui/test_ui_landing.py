@@ -67,7 +67,8 @@ def test_nscnet_ui_address_opens_the_training_runs_charts(tracking, tmp_path, ml
     data = blob_data(tmp_path / "data", classes=3, per_class=10)
     from nscnet.config import BasenetConfig
 
-    metrics = run_basenet(BasenetConfig(data=str(data), truth=True, pca_dim=8, figures=False, export=False))
+    metrics = run_basenet(BasenetConfig(data=str(data), truth=True, pca_dim=8, whiten=False, figures=False,
+                                        export=False))
     experiment_id = T.get_run(metrics["run_id"]).info.experiment_id
     landing = T.ui_landing("nscnet", mlflow_server)
     assert landing == f"{mlflow_server}/#/experiments/{experiment_id}/runs?workflowType=machine_learning" \

@@ -469,8 +469,8 @@ class VaenetConfig(EarlyStop, Machine, Train, Evaluate, Sweep, Cluster, Postproc
 
 
 @dataclass(frozen=True)
-@defaults(pca_dim=Default(-1, "PCA components before k-means (0 = no PCA; -1 = auto: max(sqrt(N), N/16), between 2 and 256); "
-                              "capped at N - 1"), whiten=False,
+@defaults(pca_dim=Default(256, "PCA components before k-means (0 = no PCA; -1 = auto: max(sqrt(N), N/16), between 2 "
+                               "and 256); capped at N - 1"), whiten=False,
           # the network: "" / 0 = the pretrained_run's network, else NETWORK_DEFAULTS (resolved by the runner, logged)
           backbone=Default("", "feature extractor (registered name; empty: the pretrained_run's, else efficientnet_b0)"),
           embedding_dim=Default(0, "width of the embedding layer (0: the pretrained_run's, else 512)"),
@@ -495,7 +495,7 @@ class NscnetConfig(Umap, Augment, Network, EarlyStop, Machine, Train, Evaluate, 
     pretrained_weights: str = param("", "path to a state dict for the backbone (none are downloaded)")
     pretrained_run: str = param("", "MLflow run id of a `pretrain` run whose embedding network to start from")
     pretrain_epochs: int = param(0, "contrastive (SimCLR) epochs of the embedding network inside this run, before "
-                                    "the DeepCluster epochs (0 = none; -1 = auto: 6 x N images, 2,400..6,144, in "
+                                    "the DeepCluster epochs (0 = none; -1 = auto: 12 x N images, 2,400..6,144, in "
                                     "1..50 epochs of pretrain_epoch_size); batch_size, device, amp and the network as "
                                     "here, the other contrastive settings (lr, temperature, views) as `pretrain`'s "
                                     "defaults")
@@ -547,11 +547,11 @@ def with_network_defaults(cfg: NscnetConfig) -> NscnetConfig:
 @defaults(
     k=Default(0, "clusters of the pretrained embeddings' evaluation clustering (0 = auto: sqrt(N/2), 2..16)",
               search=None),
-    epochs=Default(0, "epochs of contrastive training (0 = auto: 6 x N images, 2,400..6,144, in 1..50 "
+    epochs=Default(0, "epochs of contrastive training (0 = auto: 12 x N images, 2,400..6,144, in 1..50 "
                       "epochs of epoch_size)"),
     batch_size=Default(64, "images per batch (2 views each: 2 x batch_size - 2 negatives per image; capped at N)"),
     lr=Default(1e-3, search=None),
-    pca_dim=Default(-1, "PCA components before the evaluation clustering (0 = no PCA; -1 = auto: "
+    pca_dim=Default(64, "PCA components before the evaluation clustering (0 = no PCA; -1 = auto: "
                         "max(sqrt(N), N/16), between 2 and 64); capped at N - 1", search=None),
     whiten=Default(False, "whiten the PCA components of the evaluation clustering", search=None),
     backbone="small_cnn", embedding_dim=Default(128, "width of the embedding layer (what NSCNet starts from)"),

@@ -26,8 +26,8 @@ length: benchmarks/features.py --part simclr, docs/RESULTS.md):
 | `umap_neighbors` | round(sqrt(N)), between 2 and UMAP's usual 15 |
 | `batch_size` | capped at N |
 | `pretrain_epoch_size`, `epoch_size` | capped at N (0 keeps "all") |
-| `pca_dim` (-1 = auto) | round(max(sqrt(N), N/16)), between 2 and the step's usual (128; `nscnet`: 256; `pretrain`: 64): 5 at N = 30, 14 at 200, 62 at 1,000, 128 from 2,048 on. A given value is capped at N - 1, and at N/4 when whitened |
-| `epochs` of `pretrain` (0 = auto), `pretrain_epochs` of `nscnet` (-1 = auto; the `quality` preset) | 6 N images drawn, between 2,400 and 6,144, in 1..50 epochs of `epoch_size` / `pretrain_epoch_size` images (capped at N): 48 at N = 50, 12 at 200, 6 at 1,000, 3 of 2,048 from 2,048 on (`pretrain`'s epochs of all 7,652: 1) |
+| `pca_dim` (-1 = auto: the default of `basenet`) | round(max(sqrt(N), N/16)), between 2 and the step's usual (128; `nscnet`: 256; `pretrain`: 64): 5 at N = 30, 14 at 200, 62 at 1,000, 128 from 2,048 on. A given value (`nscnet`'s default 256, `pretrain`'s 64: not measured on embeddings, kept) is capped at N - 1, and at N/4 when whitened |
+| `epochs` of `pretrain` (0 = auto), `pretrain_epochs` of `nscnet` (-1 = auto; the `quality` preset) | 12 N images drawn, between 2,400 and 6,144, in 1..50 epochs of `epoch_size` / `pretrain_epoch_size` images (capped at N): 48 at N = 50, 12 from 200 to 512, 6 at 1,000, 3 of 2,048 from 2,048 on (`pretrain`'s epochs of all 7,652: 1) |
 
 The study's K grid (`k_min`..`k_max`, powers of two) is cut to K <= N - 1 (`k_grid_bounds`:
 the largest K whose silhouette is defined), so a study on a small data set runs instead of
@@ -50,14 +50,15 @@ DEFAULT_PCA_DIM = 128  # the paper's PCA components, where the data are large en
 # Post-processing): whitened PCA keeps at most N/4 components (30 songs of 5 types: 29 whitened
 # components left HDBSCAN all noise and k-means at NMI 0.10-0.17).
 WHITEN_MAX_SHARE = 0.25
-# Contrastive pretraining draws 6 x N images, at least PRETRAIN_MIN_IMAGES and at most
-# PRETRAIN_IMAGES (3 epochs of 2,048: the `quality` preset on the full 7,652 syllables, where 6
-# and 12 epochs gave no more), in at most PRETRAIN_MAX_EPOCHS epochs. The best of the measured
-# lengths (docs/RESULTS.md): 48 epochs at N = 50, 12 at 200, 6 at 1,000, 3 of 2,048 at 7,652;
-# 6,144 images at N = 200 (31 epochs) lost 0.07 NMI to 12 epochs.
+# Contrastive pretraining draws 12 x N images (12 passes over the data), at least
+# PRETRAIN_MIN_IMAGES and at most PRETRAIN_IMAGES (3 epochs of 2,048: the `quality` preset on the
+# full 7,652 syllables, where 6 and 12 epochs gave no more), in at most PRETRAIN_MAX_EPOCHS
+# epochs. The best of the lengths measured with UMAP 10 + HDBSCAN (docs/RESULTS.md): 48 epochs
+# at N = 50, 12 at 200 and at 500, 6 at 1,000, 3 of 2,048 at 7,652; 6,144 images at N = 200
+# (31 epochs) lost 0.07 NMI to 12 epochs.
 PRETRAIN_IMAGES = 6144
 PRETRAIN_MIN_IMAGES = 2400
-PRETRAIN_PASSES = 6
+PRETRAIN_PASSES = 12
 PRETRAIN_MAX_EPOCHS = 50
 
 
@@ -93,14 +94,14 @@ def auto_pca_dim(n: int, usual: int = DEFAULT_PCA_DIM, whiten: bool = False) -> 
 
 
 def pretrain_images(n: int) -> int:
-    """Images contrastive pretraining draws on N segments: 6 N, between 2,400 and 6,144."""
+    """Images contrastive pretraining draws on N segments: 12 N, between 2,400 and 6,144."""
     return int(min(PRETRAIN_IMAGES, max(PRETRAIN_MIN_IMAGES, PRETRAIN_PASSES * n)))
 
 
 def auto_pretrain_epochs(n: int, epoch_size: int) -> int:
     """Contrastive epochs for N segments and `epoch_size` images an epoch (0 = all, capped at N):
-    `pretrain_images(N)` images, between 1 and 50 epochs (48 at N = 50, 12 at 200, 6 at 1,000,
-    3 of 2,048 images from N = 2,048 on; 1 epoch of all 7,652)."""
+    `pretrain_images(N)` images, between 1 and 50 epochs (48 at N = 50, 12 from 200 to 512, 6 at
+    1,000, 3 of 2,048 images from N = 2,048 on; 1 epoch of all 7,652)."""
     per_epoch = max(1, min(epoch_size or n, n))
     return int(min(PRETRAIN_MAX_EPOCHS, max(1, round(pretrain_images(n) / per_epoch))))
 
@@ -206,7 +207,7 @@ def resolve(cfg: Any, n: int) -> tuple[Any, dict[str, str]]:
         if _has(cfg, name) and getattr(cfg, name) == auto:
             epoch_size = changes.get(size_name, getattr(cfg, size_name))
             changes[name] = auto_pretrain_epochs(n, epoch_size)
-            notes[name] = (f"{changes[name]} (auto: 6N images, {PRETRAIN_MIN_IMAGES:,}..{PRETRAIN_IMAGES:,}, "
+            notes[name] = (f"{changes[name]} (auto: 12N images, {PRETRAIN_MIN_IMAGES:,}..{PRETRAIN_IMAGES:,}, "
                            f"1..{PRETRAIN_MAX_EPOCHS} epochs of {min(epoch_size or n, n)}; N={n})")
     if not changes:
         return cfg, notes

@@ -27,8 +27,8 @@ def test_rules_scale_with_n():
     assert [defaults.auto_umap_neighbors(n) for n in (5, 30, 200, 2000)] == [2, 5, 14, 15]
     assert [defaults.auto_pca_dim(n) for n in (3, 30, 200, 1000, 7652)] == [2, 5, 14, 62, 128]  # the paper's 128
     assert defaults.auto_pca_dim(7652, usual=64) == 64 and defaults.auto_pca_dim(6, whiten=True) == 1  # N/4 whitened
-    # 6 N images, 2,400..6,144: 3 epochs of 2,048 (the preset at 7,652 as before), 6 at 1,000, at most 50
-    assert [defaults.auto_pretrain_epochs(n, 2048) for n in (30, 50, 200, 1000, 7652)] == [50, 48, 12, 6, 3]
+    # 12 N images, 2,400..6,144: 3 epochs of 2,048 (the preset at 7,652 as before), 6 at 1,000, at most 50
+    assert [defaults.auto_pretrain_epochs(n, 2048) for n in (30, 50, 200, 500, 1000, 7652)] == [50, 48, 12, 12, 6, 3]
     assert defaults.auto_pretrain_epochs(7652, 0) == 1  # `pretrain`'s epochs of all 7,652 images
 
 
@@ -144,9 +144,9 @@ def test_quality_preset_on_30_songs_is_not_all_noise(tracking, song30):
 
 
 def test_pretraining_length_and_pca_dim_resolve_on_30_images(tracking, tmp_path, one_torch_thread):
-    """`pretrain` (epochs 0) and NSCNet's in-run pretraining (pretrain_epochs -1): 6 N images,
+    """`pretrain` (epochs 0) and NSCNet's in-run pretraining (pretrain_epochs -1): 12 N images,
     2,400..6,144, at most 50 epochs; pca_dim -1: max(sqrt(N), N/16), at most the step's usual;
-    logged as resolved."""
+    logged as resolved; `pretrain`'s given 64 capped at N - 1."""
     from nscnet.models.nscnet import run_nscnet
     from nscnet.models.pretrain import run_pretrain
     from nscnet.runs import tracking as T
@@ -156,14 +156,14 @@ def test_pretraining_length_and_pca_dim_resolve_on_30_images(tracking, tmp_path,
                 threads=1, truth=True, figures=False, export=False, stability_runs=0)
     pre = run_pretrain(PretrainConfig(k=5, **tiny))
     run = T.get_run(pre["run_id"])
-    assert (run.data.params["epochs"], run.data.params["pca_dim"]) == ("50", "5")
+    assert (run.data.params["epochs"], run.data.params["pca_dim"]) == ("50", "29")
     assert len(T.metric_history(pre["run_id"], "train_loss")) == 50  # the 50 epochs ran
     tag = run.data.tags[defaults.AUTO_TAG]
-    assert "epochs=50 (auto: 6N images, 2,400..6,144, 1..50 epochs of 30; N=30)" in tag
-    assert "pca_dim=5 (auto: max(sqrt(N), N/16), 2..64; N=30)" in tag
-    nsc = run_nscnet(NscnetConfig(k=5, epochs=0, pretrain_epochs=-1, **tiny))
+    assert "epochs=50 (auto: 12N images, 2,400..6,144, 1..50 epochs of 30; N=30)" in tag
+    assert "pca_dim=29 (capped at N - 1; asked 64)" in tag
+    nsc = run_nscnet(NscnetConfig(k=5, epochs=0, pretrain_epochs=-1, pca_dim=-1, **tiny))
     run = T.get_run(nsc["run_id"])
     assert (run.data.params["pretrain_epochs"], run.data.params["pca_dim"]) == ("50", "5")
     tag = run.data.tags[defaults.AUTO_TAG]
-    assert "pretrain_epochs=50 (auto: 6N images" in tag and "pca_dim=5 (auto: max(sqrt(N), N/16), 2..256" in tag
+    assert "pretrain_epochs=50 (auto: 12N images" in tag and "pca_dim=5 (auto: max(sqrt(N), N/16), 2..256" in tag
     assert nsc["n_clusters"] == 5

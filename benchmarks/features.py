@@ -22,6 +22,10 @@ final clustering (UMAP 10 + HDBSCAN, sizes from N) and UMAP 10 + k-means and PCA
 the true k. Prints one table per part.
 
     PYTHONPATH=$PWD python benchmarks/features.py --work /tmp/features-work --part simclr --seeds 0,1
+    PYTHONPATH=$PWD python benchmarks/features.py --part simclr --sizes 200 --seeds 0,1,2 --snapshots 3,6,12,20,31
+
+(`--snapshots`: the epochs scored, of one run to the largest; the small-set rows behind the
+auto pretraining length, nscnet.defaults.auto_pretrain_epochs, docs/RESULTS.md.)
 """
 
 from __future__ import annotations

@@ -55,7 +55,7 @@ WHITEN_MAX_SHARE = 0.25
 # full 7,652 syllables, where 6 and 12 epochs gave no more), in at most PRETRAIN_MAX_EPOCHS
 # epochs. The best of the lengths measured with UMAP 10 + HDBSCAN (docs/RESULTS.md): 48 epochs
 # at N = 50, 12 at 200 and at 500, 6 at 1,000, 3 of 2,048 at 7,652; 6,144 images at N = 200
-# (31 epochs) lost 0.07 NMI to 12 epochs.
+# (31 epochs) lost 0.07 NMI to 12 epochs; checked afterwards at N = 350: 12 epochs the best.
 PRETRAIN_IMAGES = 6144
 PRETRAIN_MIN_IMAGES = 2400
 PRETRAIN_PASSES = 12

@@ -22,8 +22,8 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "nscnet": {
         "paper": {},  # the plain recipe, exactly as published
         # benchmarks/quality.py "nscnet --preset quality": SimCLR pretraining of a small CNN inside
-        # the run (epochs auto, nscnet.defaults: about 6,144 images seen, 3 epochs of 2,048 images
-        # on the full set; `pretrain`'s default views with edge masks), no
+        # the run (epochs auto, nscnet.defaults: 12 N images, 2,400..6,144, 3 epochs of 2,048
+        # images on the full set, 12 at 200; `pretrain`'s default views with edge masks), no
         # DeepCluster epoch by default, then UMAP 10 + HDBSCAN of the learned embeddings
         # (docs/RESULTS.md), min_cluster_size and min_samples from N (nscnet.defaults: sqrt(N)/2,
         # 44 at 7,652 segments; the constants 50 / 10 left small sets all noise, issue 13). With

@@ -143,15 +143,47 @@ def kmeans_plusplus_restarts(x: np.ndarray, k: int, *, seeds: Sequence[int],
     return list(centers)
 
 
-def _kmeans_faiss(x: np.ndarray, k: int, n_init: int, seed: int, init: np.ndarray | None) -> KMeansResult:
+def restart_seeds(seed: int, n_init: int) -> list[int]:
+    """The generator seed of each k-means restart."""
+    return [seed + restart for restart in range(n_init)]
+
+
+def sweep_seeds(features: np.ndarray, ks: Sequence[int], *, n_init: int, seed: int,
+                backend: str = "auto") -> list[np.ndarray] | None:
+    """k-means++ seeds of a K sweep, one (max K, D) array per restart, or None where no K of the
+    sweep would use them (scikit-learn seeds itself; `backend` as `kmeans`).
+
+    k-means++ is sequential: its first k centroids are the k-means++ seeds of k. So a sweep
+    seeds once, at its largest K, and every K starts from the first K rows (`kmeans(seeds=)`),
+    instead of seeding each K from scratch (benchmarks/basenet.py: a sweep 64..2048 did 4,032
+    seeding steps a restart, now 2,048). The greedy trials are those of the largest K
+    (2 + log K), so a K of the sweep starts from slightly better seeds than a run at that K
+    alone would (the same inertia within 0.2% after Lloyd, docs/clustering.md).
+    """
+    if backend not in ("auto", "faiss") or _faiss() is None:
+        return None
+    top = max(ks)
+    if backend == "auto" and top < FAISS_MIN_K:
+        return None
+    x = np.asarray(features, dtype=np.float32)
+    _check_k(top, len(x))
+    return kmeans_plusplus_restarts(x, top, seeds=restart_seeds(seed, n_init))
+
+
+def _kmeans_faiss(x: np.ndarray, k: int, n_init: int, seed: int, init: np.ndarray | None,
+                  seeds: Sequence[np.ndarray] | None = None) -> KMeansResult:
     """Lloyd iterations in faiss from k-means++ seeds (or `init`); the best of n_init restarts."""
     faiss = _faiss()
     x = np.ascontiguousarray(x, dtype=np.float32)
     n, d = x.shape
     best: KMeansResult | None = None
     iterations = 0
-    starts = [np.ascontiguousarray(init, dtype=np.float32)] if init is not None else \
-        kmeans_plusplus_restarts(x, k, seeds=[seed + restart for restart in range(n_init)])
+    if init is not None:
+        starts = [np.ascontiguousarray(init, dtype=np.float32)]
+    elif seeds is not None:
+        starts = [np.ascontiguousarray(start[:k], dtype=np.float32) for start in seeds]
+    else:
+        starts = kmeans_plusplus_restarts(x, k, seeds=restart_seeds(seed, n_init))
     for restart, start in enumerate(starts):
         # no subsampling (faiss keeps only 256 * k points by default), no warning for few points
         km = faiss.Kmeans(d, k, niter=FAISS_ITERATIONS, seed=seed + restart, min_points_per_centroid=1,
@@ -205,10 +237,12 @@ def _threads(n: int):
 
 
 def kmeans(features: np.ndarray, k: int, *, n_init: int = 3, seed: int = 0, init: np.ndarray | None = None,
-           backend: str = "auto", device: Any = None) -> KMeansResult:
+           backend: str = "auto", device: Any = None, seeds: Sequence[np.ndarray] | None = None) -> KMeansResult:
     """k-means of features (N, D) into k clusters.
 
     init: optional (k, D) warm-start centroids (one run from them instead of n_init restarts).
+    seeds: k-means++ seeds of a larger K, one array per restart (`sweep_seeds`); the faiss
+    backend starts each restart from their first k rows instead of seeding k itself.
     backend: "sklearn" (k-means++), "faiss", or "auto" (faiss for k >= FAISS_MIN_K when installed;
     on a CUDA `device`, `nscnet.clustering.kmeans_torch` on the GPU); "torch" runs `nscnet.clustering.kmeans_torch` on
     `device` (default CPU).
@@ -230,7 +264,9 @@ def kmeans(features: np.ndarray, k: int, *, n_init: int = 3, seed: int = 0, init
         raise ConfigError(f"kmeans_backend={backend!r} is not one of auto, sklearn, faiss")
     with _threads(free_cores()):
         if backend == "faiss":
-            return _kmeans_faiss(x, k, n_init, seed, init)
+            if seeds is not None and (len(seeds) != n_init or any(len(s) < k for s in seeds)):
+                raise ConfigError(f"seeds: {len(seeds)} arrays for n_init={n_init}, each needs >= {k} rows")
+            return _kmeans_faiss(x, k, n_init, seed, init, seeds)
         return _kmeans_sklearn(x, k, n_init, seed, init)
 
 
@@ -240,11 +276,13 @@ def _summary(labels: np.ndarray) -> tuple[int, float]:
 
 
 def fit_clusters(features: np.ndarray, params: Any, *, k: int | None = None,
-                 min_samples: int | None = None, init: np.ndarray | None = None, device: Any = None) -> ClusterResult:
+                 min_samples: int | None = None, init: np.ndarray | None = None, device: Any = None,
+                 seeds: Sequence[np.ndarray] | None = None) -> ClusterResult:
     """Cluster features (N, D) with `params.algorithm`; k / min_samples override params.
 
     params: any config with the fields of `nscnet.config.ClusterParams`. device: a torch device
-    for k-means (`kmeans`: on CUDA with kmeans_backend=auto, k-means runs on the GPU).
+    for k-means (`kmeans`: on CUDA with kmeans_backend=auto, k-means runs on the GPU). seeds: a
+    K sweep's shared k-means++ seeds (`sweep_seeds`).
     """
     x = np.asarray(features, dtype=np.float32)
     n = len(x)
@@ -257,7 +295,7 @@ def fit_clusters(features: np.ndarray, params: Any, *, k: int | None = None,
     if algorithm == "kmeans":
         k = params.k if k is None else k
         result = kmeans(x, k, n_init=params.n_init, seed=params.seed, init=init, backend=params.kmeans_backend,
-                        device=device)
+                        device=device, seeds=seeds)
         n_clusters, noise = _summary(result.labels)
         return ClusterResult(result.labels, result.centroids, result.inertia, n_clusters, noise)
     min_samples = params.min_samples if min_samples is None else min_samples

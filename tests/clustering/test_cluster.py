@@ -10,7 +10,7 @@ from sklearn.datasets import make_blobs
 
 from nscnet.config import ClusterParams, ConfigError, DataError
 from nscnet.clustering.cluster import (free_cores, fit_clusters, internal_metrics, kmeans, kmeans_plusplus,
-                            kmeans_plusplus_restarts, stability, truth_metrics)
+                            kmeans_plusplus_restarts, stability, sweep_seeds, truth_metrics)
 from nscnet.clustering.cluster import davies_bouldin
 
 
@@ -59,6 +59,30 @@ def test_restarts_seeded_together_are_the_restarts_seeded_alone():
     for seed, seeds in zip((3, 4, 5), together):
         np.testing.assert_array_equal(seeds, kmeans_plusplus(x, 24, seed=seed))
     assert not np.array_equal(together[0], together[1])
+
+
+def test_a_sweep_seeds_once_at_its_largest_k_and_each_k_starts_from_the_first_k_seeds():
+    # k-means++ is sequential: the first k of the largest K's seeds are the k-means++ seeds of k
+    # (with the largest K's greedy trials), so every K of a sweep starts from them
+    pytest.importorskip("faiss")
+    x = np.random.default_rng(1).normal(size=(900, 8)).astype(np.float32)
+    ks = (128, 200, 256)
+    seeds = sweep_seeds(x, ks, n_init=2, seed=5)
+    assert len(seeds) == 2 and all(s.shape == (256, 8) for s in seeds)
+    trials = 2 + int(np.log(256))
+    np.testing.assert_array_equal(seeds[1][:128], kmeans_plusplus(x, 128, seed=6, trials=trials))
+    for k in ks:
+        shared = kmeans(x, k, n_init=2, seed=5, backend="faiss", seeds=seeds)
+        assert len(np.unique(shared.labels)) == k
+        alone = kmeans(x, k, n_init=2, seed=5, backend="faiss")
+        assert shared.inertia <= alone.inertia * 1.01  # seeds at least as good (more greedy trials)
+    starts = [s[:200] for s in seeds]
+    assert kmeans(x, 200, n_init=2, seed=5, backend="faiss", seeds=seeds).inertia == pytest.approx(
+        min(kmeans(x, 200, init=s, backend="faiss").inertia for s in starts))
+    assert sweep_seeds(x, (2, 8, 64), n_init=2, seed=5) is None  # auto: scikit-learn seeds itself below FAISS_MIN_K
+    assert sweep_seeds(x, ks, n_init=2, seed=5, backend="sklearn") is None
+    with pytest.raises(ConfigError, match="seeds"):
+        kmeans(x, 300, n_init=2, seed=5, backend="faiss", seeds=seeds)
 
 
 def test_kmeans_plusplus_seeds_are_distinct_data_points(blobs):

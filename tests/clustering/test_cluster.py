@@ -249,3 +249,21 @@ def test_assign_noise_gives_each_noise_point_its_nearest_clusters_label(blobs, a
     for i in np.flatnonzero(noise):  # each noise point: the label of its nearest clustered point
         nearest = clustered[np.argmin(((x[clustered] - x[i]) ** 2).sum(axis=1))]
         assert assigned.labels[i] == plain.labels[nearest]
+
+
+def test_silhouette_is_scikit_learns_and_its_sample_estimate_is_not_biased_by_small_clusters():
+    from sklearn.metrics import silhouette_score
+
+    from nscnet.clustering.cluster import silhouette
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(1200, 16)).astype(np.float32)
+    labels = kmeans(x, 300, n_init=1, seed=0).labels  # 4 points a cluster on average, some alone
+    full = silhouette_score(x, labels)
+    assert silhouette(x, labels, sample_size=5000) == pytest.approx(full, abs=1e-6)  # N <= sample: exact
+    estimates = [silhouette(x, labels, sample_size=400, seed=s) for s in range(5)]
+    assert abs(np.mean(estimates) - full) < 0.01
+    # scikit-learn's own sampling clusters the sample alone and loses cluster mates: biased down
+    sampled = [silhouette_score(x, labels, sample_size=400, random_state=s) for s in range(5)]
+    assert np.mean(sampled) < full - 0.02
+    assert silhouette(x, np.zeros(1200, dtype=int)) is None

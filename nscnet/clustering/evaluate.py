@@ -21,7 +21,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from nscnet.clustering.cluster import ClusterResult, fit_clusters, internal_metrics, noise_warning, truth_metrics
+from nscnet.clustering.cluster import (ClusterResult, fit_clusters, internal_metrics, noise_warning, sweep_seeds,
+                                       truth_metrics)
 from nscnet.features.postprocess import postprocess
 from nscnet.report import plots
 from nscnet.report.export import write_exports
@@ -167,8 +168,12 @@ def evaluate_and_log(features: np.ndarray, dataset: Any, params: Any, *, embeddi
     else:
         name, values = sweep
         rows, results = [], []
+        shared = {}
+        if name == "k" and params.algorithm == "kmeans":  # one k-means++ seeding for every K
+            shared["seeds"] = sweep_seeds(processed, values, n_init=params.n_init, seed=params.seed,
+                                          backend=params.kmeans_backend)
         for value in console.bar(values, desc=f"sweep {name}", unit=name):
-            result = fit_clusters(processed, params, **{name: value})
+            result = fit_clusters(processed, params, **{name: value}, **shared)
             row = score(processed, result, params, truth)
             tracking.log_metrics(row, step=value)  # the swept value is the step
             rows.append(row)

@@ -10,7 +10,7 @@ from sklearn.datasets import make_blobs
 
 from nscnet.config import ClusterParams, ConfigError, DataError
 from nscnet.clustering.cluster import (free_cores, fit_clusters, internal_metrics, kmeans, kmeans_plusplus,
-                            kmeans_plusplus_restarts, stability, truth_metrics)
+                            kmeans_plusplus_restarts, stability, sweep_seeds, truth_metrics)
 from nscnet.clustering.cluster import davies_bouldin
 
 
@@ -59,6 +59,30 @@ def test_restarts_seeded_together_are_the_restarts_seeded_alone():
     for seed, seeds in zip((3, 4, 5), together):
         np.testing.assert_array_equal(seeds, kmeans_plusplus(x, 24, seed=seed))
     assert not np.array_equal(together[0], together[1])
+
+
+def test_a_sweep_seeds_once_at_its_largest_k_and_each_k_starts_from_the_first_k_seeds():
+    # k-means++ is sequential: the first k of the largest K's seeds are the k-means++ seeds of k
+    # (with the largest K's greedy trials), so every K of a sweep starts from them
+    pytest.importorskip("faiss")
+    x = np.random.default_rng(1).normal(size=(900, 8)).astype(np.float32)
+    ks = (128, 200, 256)
+    seeds = sweep_seeds(x, ks, n_init=2, seed=5)
+    assert len(seeds) == 2 and all(s.shape == (256, 8) for s in seeds)
+    trials = 2 + int(np.log(256))
+    np.testing.assert_array_equal(seeds[1][:128], kmeans_plusplus(x, 128, seed=6, trials=trials))
+    for k in ks:
+        shared = kmeans(x, k, n_init=2, seed=5, backend="faiss", seeds=seeds)
+        assert len(np.unique(shared.labels)) == k
+        alone = kmeans(x, k, n_init=2, seed=5, backend="faiss")
+        assert shared.inertia <= alone.inertia * 1.01  # seeds at least as good (more greedy trials)
+    starts = [s[:200] for s in seeds]
+    assert kmeans(x, 200, n_init=2, seed=5, backend="faiss", seeds=seeds).inertia == pytest.approx(
+        min(kmeans(x, 200, init=s, backend="faiss").inertia for s in starts))
+    assert sweep_seeds(x, (2, 8, 64), n_init=2, seed=5) is None  # auto: scikit-learn seeds itself below FAISS_MIN_K
+    assert sweep_seeds(x, ks, n_init=2, seed=5, backend="sklearn") is None
+    with pytest.raises(ConfigError, match="seeds"):
+        kmeans(x, 300, n_init=2, seed=5, backend="faiss", seeds=seeds)
 
 
 def test_kmeans_plusplus_seeds_are_distinct_data_points(blobs):
@@ -225,3 +249,21 @@ def test_assign_noise_gives_each_noise_point_its_nearest_clusters_label(blobs, a
     for i in np.flatnonzero(noise):  # each noise point: the label of its nearest clustered point
         nearest = clustered[np.argmin(((x[clustered] - x[i]) ** 2).sum(axis=1))]
         assert assigned.labels[i] == plain.labels[nearest]
+
+
+def test_silhouette_is_scikit_learns_and_its_sample_estimate_is_not_biased_by_small_clusters():
+    from sklearn.metrics import silhouette_score
+
+    from nscnet.clustering.cluster import silhouette
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(1200, 16)).astype(np.float32)
+    labels = kmeans(x, 300, n_init=1, seed=0).labels  # 4 points a cluster on average, some alone
+    full = silhouette_score(x, labels)
+    assert silhouette(x, labels, sample_size=5000) == pytest.approx(full, abs=1e-6)  # N <= sample: exact
+    estimates = [silhouette(x, labels, sample_size=400, seed=s) for s in range(5)]
+    assert abs(np.mean(estimates) - full) < 0.01
+    # scikit-learn's own sampling clusters the sample alone and loses cluster mates: biased down
+    sampled = [silhouette_score(x, labels, sample_size=400, random_state=s) for s in range(5)]
+    assert np.mean(sampled) < full - 0.02
+    assert silhouette(x, np.zeros(1200, dtype=int)) is None

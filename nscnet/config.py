@@ -281,8 +281,8 @@ class Sweep(Group):
 class Evaluate(Group):
     """What a clustering run scores, draws and exports (`nscnet.clustering.evaluate`)."""
 
-    silhouette_sample: int = param(5000, "silhouette on a seeded sample of this many points when N is larger "
-                                         "(all points below)")
+    silhouette_sample: int = param(5000, "silhouette: with more points, the mean over a seeded sample of this "
+                                         "many, each against all points (all points below)")
     truth: bool = param(False, "score against the segments' reference labels (never used for fitting)")
     stability_runs: int = param(3, "label-free stability: re-cluster this many seeded 80% resamples and "
                                    "log the mean NMI with the full clustering (0 = off)")

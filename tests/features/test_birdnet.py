@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 
 from nscnet.cli import main
-from nscnet.config import BasenetConfig, ConfigError
+from nscnet.config import BasenetConfig, ConfigError, DataError
 from nscnet.features import birdnet
+from nscnet.models.predict import saved_model
 from nscnet.runs import tracking as mlf
 
 
@@ -28,6 +29,13 @@ def test_a_short_segment_sits_centred_in_one_window_and_a_long_one_is_split():
     windows = birdnet.windows_of(long)
     assert windows.shape == (3, birdnet.WINDOW)
     assert windows[:2].all() and windows[2].sum() == 1.5 * 48000
+
+
+def test_the_span_cut_for_birdnet_is_the_one_the_image_covers():
+    # a 0.1 s syllable at 2.0-2.1 s in an image of 0.3 s
+    assert birdnet.image_span(2.0, 2.1, duration_s=0.3, pad="center") == pytest.approx((1.9, 2.2))
+    assert birdnet.image_span(2.0, 2.1, duration_s=0.3, pad="end") == pytest.approx((2.0, 2.3))
+    assert birdnet.image_span(2.0, 2.1, duration_s=0.3, pad="start") == pytest.approx((1.8, 2.1))
 
 
 def test_without_the_extra_the_step_says_what_to_install_and_the_licence_in_one_line(tracking, tmp_path, capsys,
@@ -94,3 +102,5 @@ def test_basenet_run_on_birdnet_features_logs_them_with_their_licence(few_syllab
     assert run.data.metrics["n_clusters"] == 4 and 0 < run.data.metrics["nmi_truth"] <= 1
     top = set(mlf.list_artifacts(run.info.run_id))
     assert "assignments.csv" in top and "model" not in top  # predict starts from images: no model saved
+    with pytest.raises(DataError, match="features birdnet. run saves no model"):
+        saved_model(run.info.run_id, "basenet")

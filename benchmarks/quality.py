@@ -23,6 +23,15 @@ everywhere, then how well each label-free criterion picks the best recipe per dr
     PYTHONPATH=$PWD python benchmarks/quality.py --work /tmp/q13 --sizes 50,200,1000,0 --draws 3 \
         --synth 60:5:20,300:8:10,300:12:0
     PYTHONPATH=$PWD python benchmarks/quality.py --work /tmp/q13 --deep-sizes 50,200,1000 --deep-draws 2
+
+`--features birdnet` runs the same recipes on the same draws with BirdNET v2.4 embeddings of each
+syllable's audio in place of the pixels (`nscnet.features.birdnet`, the optional extra
+`nscnet[birdnet]`; model weights CC BY-NC-SA 4.0, non-commercial); the embeddings of all
+syllables are computed once into <work>/birdnet.npy, with their CPU seconds in birdnet.json
+(`birdnet-zeropad`: each segment zero-padded to its image's span, as its image is, instead of
+the recording around it):
+
+    PYTHONPATH=$PWD python benchmarks/quality.py --work /tmp/q13 --sizes 200,1000,0 --draws 3 --features birdnet
 """
 
 from __future__ import annotations
@@ -173,19 +182,40 @@ SIZE_RECIPES = {
 SIZE_CRITERIA = ("silhouette", "silhouette_pca", "davies_bouldin", "stability")
 
 
+def birdnet_matrix(data: Path, work: Path, *, context: bool = True) -> np.ndarray:
+    """BirdNET embeddings (N, 1024) of every segment of `data`, cached in work (CPU s in the .json);
+    context=False: each segment zero-padded to its image's span instead of the recording around it."""
+    from nscnet.features.birdnet import embed_dataset
+
+    name = "birdnet" if context else "birdnet-zeropad"
+    cache, meta = work / f"{name}.npy", work / f"{name}.json"
+    if not cache.exists():
+        dataset = read_dataset(data)
+        cpu, started = cpu_seconds(), time.perf_counter()
+        features = embed_dataset(dataset, threads=1, context=context)
+        spent = cpu_seconds() - cpu
+        np.save(cache, features)
+        meta.write_text(json.dumps({"segments": len(dataset), "cpu_seconds": spent,
+                                    "wall_seconds": time.perf_counter() - started,
+                                    "cpu_seconds_per_segment": spent / len(dataset)}))
+    print(f"[quality] birdnet embeddings: {json.loads(meta.read_text())}", flush=True)
+    return np.load(cache)
+
+
 def size_rows(data: str, subset: np.ndarray | None, truth: np.ndarray, k_true: int, seed: int,
-              set_name: str) -> list[dict]:
+              set_name: str, matrix: np.ndarray | None = None) -> list[dict]:
     """Every SIZE_RECIPES recipe on one draw (segments `subset` of `data`, None = all), through
     the library's own steps (postprocess, umap_fit, fit_clusters, score, resample_stability).
     Features shared between recipes (pixel PCA 64, its UMAP 10) are computed once; each row's
-    CPU minutes are its own clustering plus the features it needs."""
+    CPU minutes are its own clustering plus the features it needs. matrix: the features (N, D) of
+    every segment of data in place of its flattened images (e.g. BirdNET embeddings)."""
     from nscnet.clustering.cluster import fit_clusters, internal_metrics
     from nscnet.images.dataset import read_dataset as read
     from nscnet.defaults import resolve
     from nscnet.features.postprocess import postprocess
     from nscnet.features.reduction import umap_fit
 
-    flat = read(data).flat()
+    flat = read(data).flat() if matrix is None else matrix
     x = flat if subset is None else flat[subset]
     n = len(x)
     base = resolve(BasenetConfig(data=data, seed=seed, k=k_true, pca_dim=64, whiten=False, l2=False), n)[0]
@@ -282,15 +312,20 @@ def sizes_main(args, work: Path) -> None:
     data = Path(args.data) if args.data else dataset(work)
     labels = read_dataset(data).truth()
     k_true = len(np.unique(labels))
+    matrix, set_name = None, "bengalese finch"
+    if args.features == "birdnet":
+        matrix, set_name = birdnet_matrix(data, work), "bengalese finch, birdnet"
+    elif args.features == "birdnet-zeropad":
+        matrix, set_name = birdnet_matrix(data, work, context=False), "bengalese finch, birdnet zero-padded"
     for size in [int(s) for s in args.sizes.split(",") if s]:
         draws = [0] if size == 0 or size >= len(labels) else range(args.draws)
         for draw in draws:
             n = len(labels) if size == 0 else min(size, len(labels))
-            if ("bengalese finch", n, draw) in done:
+            if (set_name, n, draw) in done:
                 continue
             subset = None if n == len(labels) else np.sort(np.random.default_rng(draw).choice(len(labels), n, replace=False))
             truth = labels if subset is None else labels[subset]
-            rows += size_rows(str(data), subset, truth, len(np.unique(truth)), draw, "bengalese finch")
+            rows += size_rows(str(data), subset, truth, len(np.unique(truth)), draw, set_name, matrix)
             rows_file.write_text(json.dumps(rows, indent=1, default=float))
     os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{work / 'mlflow.db'}")
     for size in [int(s) for s in args.deep_sizes.split(",") if s]:  # the deep preset, one NSCNet run a draw
@@ -366,6 +401,10 @@ def main() -> None:
     parser.add_argument("--deep-sizes", default="", help="--sizes: subset sizes for the deep preset (quality, "
                                                          "minutes of CPU each), e.g. 50,200")
     parser.add_argument("--deep-draws", type=int, default=2, help="--sizes: seeded draws per deep subset size")
+    parser.add_argument("--features", default="pixels", choices=("pixels", "birdnet", "birdnet-zeropad"),
+                        help="--sizes: what the recipes cluster (birdnet: the optional extra nscnet[birdnet], "
+                             "weights CC BY-NC-SA 4.0; birdnet-zeropad: each segment zero-padded, not its "
+                             "recording around it)")
     parser.add_argument("--data", default="", help="--sizes: an existing dataset folder of the syllables "
                                                    "(default: preprocessed into <work>)")
     args = parser.parse_args()

@@ -305,6 +305,7 @@ PostprocessParams = Postprocess  # the earlier name, kept for callers
 
 
 REDUCERS = ("pca", "umap")
+FEATURE_SOURCES = ("pixels", "birdnet")  # birdnet: nscnet.features.birdnet, an optional extra
 
 
 @dataclass(frozen=True)
@@ -434,6 +435,11 @@ class BasenetConfig(Umap, Evaluate, Sweep, Cluster, Postprocess, Data, StepConfi
     """BASENet: flattened images -> post-processing -> clustering."""
 
     reducer: str = param("pca", "dimensionality reduction before clustering", choices=REDUCERS)
+    features: str = param("pixels", "what is clustered: pixels = the flattened spectrogram images; birdnet = "
+                                    "BirdNET v2.4 embeddings (1,024-d) of the recording span each image covers, read "
+                                    "again from the recordings (optional extra: pip install 'nscnet[birdnet]'; model weights "
+                                    "licensed CC BY-NC-SA 4.0, non-commercial use only; such a run saves no model "
+                                    "for predict)", choices=FEATURE_SOURCES)
 
 
 @dataclass(frozen=True)

@@ -70,8 +70,12 @@ def saved_model(run_id: str, step: str) -> SavedModel:
     try:
         model = load_model(run_id)
     except DataError as exc:
-        hint = (" (a BASENet study trial clusters cached features and saves no model: rerun `nscnet basenet` "
-                "with its parameters)" if step == "basenet" and "has no saved model" in str(exc) else "")
+        hint = ""
+        if step == "basenet" and "has no saved model" in str(exc):
+            hint = (" (a BASENet study trial clusters cached features and saves no model: rerun `nscnet basenet` "
+                    "with its parameters)")
+            if tracking.get_run(run_id).data.params.get("features") == "birdnet":
+                hint = " (a `basenet --features birdnet` run saves no model: predict starts from images)"
         raise DataError(f"{exc}; it cannot predict{hint}") from None
     if not model.can_predict:
         raise DataError(f"run {run_id} saved its network but no clustering chain: it cannot predict")

@@ -56,7 +56,8 @@ def default_name(cfg: Any, step: str) -> str:
 
 def _name(cfg: Any, step: str) -> str:
     if step == "basenet":
-        return f"basenet {_reducer(cfg)} {_clustering(cfg)}"
+        source = "" if getattr(cfg, "features", "pixels") == "pixels" else f"{cfg.features} "
+        return f"basenet {source}{_reducer(cfg)} {_clustering(cfg)}"
     if step == "vaenet":
         return f"vaenet z{cfg.latent_dim} {_clustering(cfg)}"
     if step == "nscnet":

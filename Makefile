@@ -22,7 +22,13 @@ $(VENV)/.installed: pyproject.toml
 demo: setup
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash scripts/demo.sh
 
-test: setup
+# the tests also cover the optional BirdNET feature source (weights CC BY-NC-SA 4.0, non-commercial:
+# installed for the tests only, never by `make setup` or `make demo`)
+$(VENV)/.birdnet: $(VENV)/.installed
+	$(BIN)/python -m pip install -q -e '.[test,birdnet]'
+	touch $@
+
+test: setup $(VENV)/.birdnet
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 ui: setup

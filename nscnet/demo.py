@@ -43,7 +43,7 @@ class Task:
     name: str                  # a step name (`nscnet <name> ...`) or COMPARE
     words: str                 # the command's words after `nscnet`; {basenet}, {nscnet}: those steps' run ids
     after: tuple[str, ...] = ()
-    cost_s: float = 1.0        # rough seconds (one thread, idle), only to start the longest chains first
+    cost_s: float = 1.0        # rough seconds on one thread (measured, demo of 2 Dec 2026): longest chains first
     experiment: bool = True    # the command takes --experiment (report logs to its run's experiment)
 
     def command(self, run_ids: dict[str, str], experiment: str) -> list[str]:
@@ -57,26 +57,26 @@ class Task:
 
 
 TASKS: tuple[Task, ...] = (
-    Task("synth", f"synth --out {OUT}/audio --types 8 --songs 480 --zipf_s 1.0 --seed 0", cost_s=3),
+    Task("synth", f"synth --out {OUT}/audio --types 8 --songs 480 --zipf_s 1.0 --seed 0", cost_s=4),
     Task("preprocess", f"preprocess --audio {OUT}/audio --out {OUT}/dataset --duration_s 3 --frames 128 --n_mels 64",
-         ("synth",), cost_s=6),
-    Task("entropy", f"entropy --audio {OUT}/audio", ("synth",), cost_s=3),
+         ("synth",), cost_s=5),
+    Task("entropy", f"entropy --audio {OUT}/audio", ("synth",), cost_s=4),
     Task("basenet", f"basenet --data {OUT}/dataset --k 8 --pca_dim 64 --whiten false --l2 false --truth true",
-         ("preprocess",), cost_s=2),
-    Task("zipf", "zipf --run_id {basenet} --bootstrap 500", ("basenet",), cost_s=3),
+         ("preprocess",), cost_s=1.5),
+    Task("zipf", "zipf --run_id {basenet} --bootstrap 500", ("basenet",), cost_s=1.5),
     Task("nscnet", f"nscnet --data {OUT}/dataset --k 8 --epochs 3 --backbone small_cnn --truth true --num_workers 0",
-         ("preprocess",), cost_s=12),
+         ("preprocess",), cost_s=25),
     Task("predict", "predict --run_id {nscnet} " + f"--data {OUT}/dataset --out {OUT}/predictions", ("nscnet",),
-         cost_s=2),
+         cost_s=5),
     Task("pretrain", f"pretrain --data {OUT}/dataset --k 8 --epochs 2 --truth true --num_workers 0", ("preprocess",),
-         cost_s=14),
+         cost_s=20),
     Task("vaenet", f"vaenet --data {OUT}/dataset --k 8 --epochs 3 --truth true --num_workers 0", ("preprocess",),
-         cost_s=13),
+         cost_s=19),
     Task("study", f"study --model basenet --data {OUT}/dataset --n_trials 12 --k_min 2 --k_max 32 --params k "
                   "--truth true --overrides whiten=false,l2=false,pca_dim=32 --study_name demo-basenet",
-         ("preprocess",), cost_s=10),
-    Task(COMPARE, "", MODEL_STEPS, cost_s=2, experiment=False),
-    Task("report", "report --run_id {nscnet} " + f"--out {OUT}/report", ("nscnet",), cost_s=4,
+         ("preprocess",), cost_s=13),
+    Task(COMPARE, "", MODEL_STEPS, cost_s=1, experiment=False),
+    Task("report", "report --run_id {nscnet} " + f"--out {OUT}/report", ("nscnet",), cost_s=8,
          experiment=False),
 )
 
@@ -141,18 +141,27 @@ def _output_to(path: Path) -> Iterator[None]:
         os.close(saved[1])
 
 
+def _cpu_s() -> float:
+    """CPU seconds of this process and of its children that have ended (user + system)."""
+    import resource
+
+    return sum(r.ru_utime + r.ru_stime for r in (resource.getrusage(resource.RUSAGE_SELF),
+                                                 resource.getrusage(resource.RUSAGE_CHILDREN)))
+
+
 def _warm_up(modules: tuple[str, ...]) -> dict[str, Any]:
     import importlib
 
-    started = time.time()
+    started, cpu = time.time(), _cpu_s()
     for module in modules:
         importlib.import_module(module)
-    return {"code": 0, "started": started, "ended": time.time(), "pid": os.getpid(), "run_id": None}
+    return {"code": 0, "started": started, "ended": time.time(), "cpu_s": _cpu_s() - cpu, "pid": os.getpid(),
+            "run_id": None}
 
 
 def _run_task(name: str, words: list[str], experiment: str, log_path: str) -> dict[str, Any]:
     """Run one task in this worker, its output to `log_path`: exit status, times, run id."""
-    started = time.time()
+    started, cpu = time.time(), _cpu_s()
     run_id = None
     with _output_to(Path(log_path)):
         try:
@@ -173,7 +182,8 @@ def _run_task(name: str, words: list[str], experiment: str, log_path: str) -> di
 
             traceback.print_exc()
             code = 130 if isinstance(exc, KeyboardInterrupt) else 1
-    return {"code": code, "started": started, "ended": time.time(), "pid": os.getpid(), "run_id": run_id}
+    return {"code": code, "started": started, "ended": time.time(), "cpu_s": _cpu_s() - cpu, "pid": os.getpid(),
+            "run_id": run_id}
 
 
 # ---- in the demo's own process ----
@@ -255,26 +265,25 @@ def _print_task(task: Task, outcome: dict[str, Any], run_ids: dict[str, str], ex
     if text:
         print(text)
     run = f", run {outcome['run_id']}" if outcome["run_id"] else ""
-    print(f"   [{task.name}: {seconds:.1f} s, from {outcome['started'] - demo_started:.1f} s to "
+    print(f"   [{task.name}: {seconds:.1f} s ({outcome['cpu_s']:.1f} s CPU), from {outcome['started'] - demo_started:.1f} s to "
           f"{outcome['ended'] - demo_started:.1f} s of the demo{run}]", flush=True)
 
 
 def _print_table(tasks: tuple[Task, ...], done: dict[str, Any], run_ids: dict[str, str], demo_started: float,
                  png_s: float, jobs: int) -> None:
     total = time.time() - demo_started
-    step_s = sum(done[t.name]["ended"] - done[t.name]["started"] for t in tasks)
-    print(f"\n== what the demo did, seconds per step ({total:.0f} s in all; {step_s:.0f} s of steps, "
-          f"{jobs} at a time)")
-    print(f"{'seconds':>8}  {'from':>6}  {'to':>6}  {'step':<24}run")
-    for imports in done.get("_imports", []):
-        print(f"{imports['ended'] - imports['started']:8.1f}  {imports['started'] - demo_started:6.1f}  "
-              f"{imports['ended'] - demo_started:6.1f}  {'imports (a 2nd worker)':<24}")
-    for task in sorted(tasks, key=lambda t: done[t.name]["started"]):
-        outcome = done[task.name]
-        label = f"nscnet {task.name}" if task.name != COMPARE else COMPARE
-        print(f"{outcome['ended'] - outcome['started']:8.1f}  {outcome['started'] - demo_started:6.1f}  "
-              f"{outcome['ended'] - demo_started:6.1f}  {label:<24}{outcome['run_id'] or ''}")
-    print(f"{png_s:8.1f}  {'':>6}  {total:6.1f}  PNG copies (waited for)")
+    rows = [("imports (a 2nd worker)", o) for o in done.get("_imports", [])]
+    rows += [(f"nscnet {t.name}" if t.name != COMPARE else COMPARE, done[t.name]) for t in tasks]
+    rows.sort(key=lambda row: row[1]["started"])
+    step_s = sum(o["ended"] - o["started"] for _, o in rows)
+    cpu_s = sum(o["cpu_s"] for _, o in rows)
+    print(f"\n== what the demo did, seconds per step ({total:.0f} s in all; {jobs} at a time: {step_s:.0f} s of "
+          f"steps, {cpu_s:.0f} s of CPU in the workers)")
+    print(f"{'seconds':>8}  {'CPU s':>6}  {'from':>6}  {'to':>6}  {'step':<24}run")
+    for label, o in rows:
+        print(f"{o['ended'] - o['started']:8.1f}  {o['cpu_s']:6.1f}  {o['started'] - demo_started:6.1f}  "
+              f"{o['ended'] - demo_started:6.1f}  {label:<24}{o['run_id'] or ''}")
+    print(f"{png_s:8.1f}  {'':>6}  {'':>6}  {total:6.1f}  PNG copies (waited for)")
 
 
 def _print_closing(experiment: str, nscnet_run: str) -> None:

@@ -26,7 +26,7 @@ def test_demo_runs_every_step_on_two_workers_and_reports_them(tracking, capsys):
     # every step printed as the nscnet command it equals, with its seconds and run id
     assert "== nscnet zipf --run_id " in out and "--bootstrap 20 --experiment demo-test" in out
     table = out.split("== what the demo did", 1)[1]
-    runs = dict(re.findall(r"^\s+[\d.]+\s+[\d.]+\s+[\d.]+\s+nscnet (\w+)\s+([0-9a-f]{32})$", table, re.M))
+    runs = dict(re.findall(r"^\s+[\d.]+\s+[\d.]+\s+[\d.]+\s+[\d.]+\s+nscnet (\w+)\s+([0-9a-f]{32})$", table, re.M))
     assert set(runs) == {"synth", "preprocess", "entropy", "basenet", "zipf"}
     client = MlflowClient()
     for step, run_id in runs.items():

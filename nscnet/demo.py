@@ -27,11 +27,16 @@ import contextlib
 import multiprocessing
 import os
 import shlex
+import shutil
+import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
+
+from nscnet.runs import pngjob
 
 OUT = "demo"
 COMPARE = "comparison page"
@@ -111,10 +116,11 @@ def chain_s(tasks: tuple[Task, ...] = TASKS) -> dict[str, float]:
 
 # ---- in a worker process ----
 
-def _init_worker(threads: int) -> None:
+def _init_worker(threads: int, env: dict[str, str]) -> None:
     # before numpy / torch load in this process: their thread pools read these once
     for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[name] = str(threads)
+    os.environ.update(env)  # the PNG spool of the demo (`_start_png_server`)
     os.environ.setdefault("NSCNET_PROGRESS", "0")  # the log goes to a file, printed when the step ends
 
 
@@ -197,12 +203,8 @@ def run_demo(jobs: int, experiment: str, *, tasks: tuple[Task, ...] = TASKS,
     logs = Path(OUT) / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     threads = max(1, cpu_budget() // jobs)
-    priority = chain_s(tasks)
-    done: dict[str, dict[str, Any]] = {}
+    done: dict[str, Any] = {}
     run_ids: dict[str, str] = {}
-    waiting = list(tasks)
-    running: dict[cf.Future, Task | None] = {}
-    failed = 0
     # forkserver: the workers start from a fresh, light process even when this one has loaded
     # torch or scikit-learn (OpenMP thread pools do not survive a fork); each then imports what
     # its steps need, once
@@ -210,8 +212,48 @@ def run_demo(jobs: int, experiment: str, *, tasks: tuple[Task, ...] = TASKS,
     context.set_forkserver_preload(["nscnet.cli"])
     print(f"nscnet demo: {len(tasks)} steps, {jobs} at a time, {threads} thread(s) each; each step's "
           f"output is printed when it ends (logs in {logs}/)", flush=True)
+    png_root, png_worker, png_env = _start_png_server()
+    try:
+        failed = _schedule(tasks, jobs, (threads, png_env), experiment, context, warm_modules, logs, demo_started,
+                           done, run_ids)
+    finally:
+        (png_root / pngjob.STOP).touch()  # the PNG worker ends once it has drawn every ready spool
+    if failed:
+        return failed
+    print("\n== PNG copies of the figures (one worker, one Chromium, for every run)", flush=True)
+    png_started = time.time()
+    try:
+        png_worker.wait(pngjob.WAIT_S)
+    except subprocess.TimeoutExpired:
+        print(f"the PNG worker is still drawing after {pngjob.WAIT_S:g} s; its PNGs come later")
+    else:
+        shutil.rmtree(png_root, ignore_errors=True)
+    png_s = time.time() - png_started
+    _print_table(tasks, done, run_ids, demo_started, png_s, jobs)
+    _print_closing(experiment, run_ids.get("nscnet", ""))
+    return 0
+
+
+def _start_png_server() -> tuple[Path, subprocess.Popen, dict[str, str]]:
+    """One `pngjob --serve` worker for all the demo's runs (`nscnet.runs.pngjob`): Chromium
+    starts once, not once per run; the steps, given the returned environment, only mark their
+    spools ready."""
+    root = Path(tempfile.mkdtemp(prefix="nscnet-demo-png-"))
+    env = {pngjob.SPOOL_ENV: str(root), pngjob.SERVE_ENV: "1"}
+    worker = subprocess.Popen([sys.executable, "-m", "nscnet.runs.pngjob", "--serve", str(root)],
+                              env={**os.environ, **env}, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                              start_new_session=True)
+    return root, worker, env
+
+
+def _schedule(tasks, jobs, init_args, experiment, context, warm_modules, logs, demo_started, done, run_ids) -> int:
+    """Run the tasks on the worker pool (see run_demo); the first failed step's exit status or 0."""
+    priority = chain_s(tasks)
+    waiting = list(tasks)
+    running: dict[cf.Future, Task | None] = {}
+    failed = 0
     with cf.ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=_init_worker,
-                                initargs=(threads,)) as pool:
+                                initargs=init_args) as pool:
         warm = True
         while waiting or running:
             ready = sorted((t for t in waiting if all(d in done for d in t.after)), key=lambda t: -priority[t.name])
@@ -242,19 +284,7 @@ def run_demo(jobs: int, experiment: str, *, tasks: tuple[Task, ...] = TASKS,
                     failed = outcome["code"]
                     print(f"\nnscnet demo: {task.name} failed (exit status {failed}); the steps under way "
                           f"finish, no new one starts", file=sys.stderr, flush=True)
-    if failed:
-        return failed
-    print("\n== PNG copies of the figures", flush=True)
-    png_started = time.time()
-    from nscnet.runs import pngjob
-
-    left = pngjob.wait_all()
-    png_s = time.time() - png_started
-    if left:
-        print(f"{left} PNG worker(s) still running after {pngjob.WAIT_S:g} s; their PNGs come later")
-    _print_table(tasks, done, run_ids, demo_started, png_s, jobs)
-    _print_closing(experiment, run_ids.get("nscnet", ""))
-    return 0
+    return failed
 
 
 def _print_task(task: Task, outcome: dict[str, Any], run_ids: dict[str, str], experiment: str, logs: Path,

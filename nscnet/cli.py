@@ -112,9 +112,10 @@ def config_from_args(step: str, argv: Sequence[str]) -> Any:
     return STEPS[step].config(**config_values(build_parser().parse_args([step, *argv])))
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(argv)
+def run(argv: Sequence[str]) -> tuple[int, Any]:
+    """Run one `nscnet` command line (words after `nscnet`) in this process: (exit status, the
+    runner's result). `main` and the demo (`nscnet.demo`) both go through here."""
+    args = build_parser().parse_args(list(argv))
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     for noisy in ("numba", "matplotlib", "urllib3", "alembic", "PIL", "faiss", "mlflow.system_metrics"):
@@ -126,7 +127,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         cfg = step.config(**config_values(args))
     except ConfigError as exc:
         print(f"nscnet {step.name}: {exc}", file=sys.stderr)
-        return 2
+        return 2, None
     try:
         from tqdm.contrib.logging import logging_redirect_tqdm
 
@@ -136,13 +137,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.verbose:
             raise
         print(f"nscnet {step.name}: error: {exc}", file=sys.stderr)
-        return 1
+        return 1, None
     except KeyboardInterrupt:
         print(f"nscnet {step.name}: interrupted", file=sys.stderr)
-        return 130
+        return 130, None
     if isinstance(result, dict) and result.get("run_id"):
         print(f"run_id={result['run_id']}")  # for scripts: the MLflow run this step logged to
-    return 0
+    return 0, result
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run(list(sys.argv[1:] if argv is None else argv))[0]
 
 
 if __name__ == "__main__":

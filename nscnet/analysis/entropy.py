@@ -9,6 +9,7 @@ counting it as uniform would push every quiet song toward 3.58).
 
 from __future__ import annotations
 
+import functools
 import logging
 import tempfile
 import warnings
@@ -50,6 +51,18 @@ def chroma_entropy(chroma: np.ndarray, frame_mask: np.ndarray | None = None) -> 
     return float(scipy.stats.entropy(chroma[:, mask], base=2, axis=0).mean())
 
 
+@functools.lru_cache(maxsize=8)
+def _chroma_filters(sr: int, n_fft: int, n_chroma: int) -> np.ndarray:
+    """librosa's chroma filter bank (n_chroma, 1 + n_fft/2) at tuning 0 (read-only: shared)."""
+    import librosa
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        bank = librosa.filters.chroma(sr=sr, n_fft=n_fft, tuning=0.0, n_chroma=n_chroma)
+    bank.setflags(write=False)
+    return bank
+
+
 def segment_chroma(waveform: np.ndarray, sr: int, *, n_fft: int = 2048, hop_length: int = 512,
                    silence_db: float = -60.0, resolution: int = 3) -> tuple[np.ndarray, np.ndarray]:
     """Chroma (12, T) of a waveform (n,) and the mask (T,) of its audible frames.
@@ -69,10 +82,9 @@ def segment_chroma(waveform: np.ndarray, sr: int, *, n_fft: int = 2048, hop_leng
     if len(y) < n_fft:
         y = np.pad(y, (0, n_fft - len(y)))
     power = np.abs(librosa.stft(y, n_fft=n_fft, hop_length=hop_length)) ** 2  # (1 + n_fft/2, T)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        chroma = librosa.feature.chroma_stft(S=power, sr=sr, n_fft=n_fft, hop_length=hop_length,
-                                             norm=None, tuning=0.0, n_chroma=12 * resolution)
+    # what librosa.feature.chroma_stft(S=power, norm=None, tuning=0.0) computes, with its filter
+    # bank built once per (sr, n_fft, bins) instead of once per segment (60% of the step's time)
+    chroma = np.einsum("cf,...ft->...ct", _chroma_filters(sr, n_fft, 12 * resolution), power, optimize=True)
     if resolution > 1:  # bin 0 is C itself: rows -r//2 .. r//2 around each semitone form its class
         chroma = np.roll(chroma, resolution // 2, axis=0).reshape(12, resolution, -1).sum(axis=1)
     frame_power = power.sum(axis=0)

@@ -13,7 +13,13 @@ inherits, and tags the run `nscnet.png` with "done: N" or "failed: <reason>". It
 the step's: a pipe on a step's stdout (`nscnet basenet ... | tee`) ends with the step.
 
     python -m nscnet.runs.pngjob SPOOL      # render one spool (what start_run runs)
-    python -m nscnet.runs.pngjob --wait     # wait for every running worker of this user (demo.sh)
+    python -m nscnet.runs.pngjob --wait     # wait for every running worker of this user
+    python -m nscnet.runs.pngjob --serve ROOT   # one worker for many runs (the demo, below)
+
+With NSCNET_PNG_SERVE set (the demo, `nscnet.demo`, sets it for its steps), the spools go to the
+folder NSCNET_PNG_SPOOL and a run's end only marks its spool ready; one `--serve` worker renders
+every ready spool there with one Chromium (started once, not once per run) until the folder holds
+a `stop` file and no ready spool.
 """
 
 from __future__ import annotations
@@ -33,10 +39,19 @@ PID_FILE = "worker.pid"
 RUN_FILE = "run_id"
 TAG = "nscnet.png"
 WAIT_S = 300.0  # `--wait` gives up after this long
+SERVE_ENV = "NSCNET_PNG_SERVE"  # set: a run's end marks its spool READY for a `--serve` worker
+SPOOL_ENV = "NSCNET_PNG_SPOOL"  # the spool folder instead of the user's default
+READY = "ready"
+STOP = "stop"
 
 
 def spool_root() -> Path:
-    return Path(tempfile.gettempdir()) / f"nscnet-png-{os.getuid()}"
+    folder = os.environ.get(SPOOL_ENV, "").strip()
+    return Path(folder) if folder else Path(tempfile.gettempdir()) / f"nscnet-png-{os.getuid()}"
+
+
+def serving() -> bool:
+    return bool(os.environ.get(SERVE_ENV, "").strip())
 
 
 def _alive(pid: int) -> bool:
@@ -107,17 +122,37 @@ def render_spool(spool: Path) -> int:
     return done
 
 
+def serve(root: Path) -> int:
+    """Render the spools of `root` as they become ready, one browser for all, until `root/stop`
+    exists and no ready spool is left; the number of PNGs logged."""
+    done = 0
+    while True:
+        ready = sorted(spool for spool in root.glob("*") if (spool / READY).exists())
+        for spool in ready:
+            try:
+                done += render_spool(spool)
+            finally:
+                shutil.rmtree(spool, ignore_errors=True)
+        if not ready:
+            if (root / STOP).exists():
+                return done
+            time.sleep(0.2)
+
+
 def main(argv: list[str]) -> int:
     if argv[:1] == ["--wait"]:
         return 1 if wait_all() else 0
-    spool = Path(argv[0])
     with contextlib.suppress(OSError):
         os.nice(10)  # behind the next step: it only uses what that leaves
-    (spool / PID_FILE).write_text(str(os.getpid()))
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")
     for chatty in ("kaleido", "choreographer", "logistro"):
         logging.getLogger(chatty).setLevel(logging.CRITICAL)
+    if argv[:1] == ["--serve"]:
+        serve(Path(argv[1]))
+        return 0
+    spool = Path(argv[0])
+    (spool / PID_FILE).write_text(str(os.getpid()))
     try:
         render_spool(spool)
     finally:  # the browser is closed at exit (nscnet.runs.tracking._write_png registered it)

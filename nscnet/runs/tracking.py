@@ -717,8 +717,13 @@ def _start_png_worker(run_id: str) -> None:
     import subprocess
     import sys
 
+    from nscnet.runs import pngjob
+
     spool = _png_spools.pop(run_id, None)
     if spool is None:
+        return
+    if pngjob.serving():  # one `pngjob --serve` worker draws the spools of many runs (the demo)
+        (spool / pngjob.READY).write_text(run_id)
         return
     package_parent = str(Path(__file__).resolve().parents[1])
     env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri(),

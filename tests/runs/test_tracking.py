@@ -155,3 +155,30 @@ def test_logged_figures_are_drawn_by_a_browser_with_the_network_off(tracking, tm
     fig.write_html(cdn, include_plotlyjs="cdn")
     assert 'class="main-svg"' not in _dom_offline(chromium, cdn, tmp_path / "profile")
     print(f"one self-contained figure: {page.stat().st_size / 1e6:.2f} MB")
+
+
+def test_one_serving_png_worker_draws_the_figures_of_several_runs(tracking, tmp_path, monkeypatch, png_on):
+    """The demo's PNG path: runs only mark their spools ready; one `pngjob --serve` draws them all."""
+    import sys
+
+    from nscnet.runs import pngjob
+
+    require(png_expected(), "no Chrome/Chromium for kaleido")
+    root = tmp_path / "spool"
+    root.mkdir()
+    monkeypatch.setenv(pngjob.SPOOL_ENV, str(root))
+    monkeypatch.setenv(pngjob.SERVE_ENV, "1")
+    run_ids = []
+    for k in (3, 4):
+        with trk.start_run(BasenetConfig(experiment="png-serve", k=k), "basenet") as run:
+            trk.log_figure(go.Figure(go.Scatter(x=[1, 2], y=[3, k])), "curve")
+        run_ids.append(run.info.run_id)
+    assert not trk._png_workers  # no per-run worker was started
+    assert len([s for s in root.iterdir() if (s / pngjob.READY).is_file()]) == 2
+    (root / pngjob.STOP).touch()  # drain what is ready, then end
+    subprocess.run([sys.executable, "-m", "nscnet.runs.pngjob", "--serve", str(root)], check=True, timeout=120,
+                   env={**os.environ, "PYTHONPATH": str(trk.Path(trk.__file__).resolve().parents[2])})
+    for run_id in run_ids:
+        assert "figures/curve.png" in trk.list_artifacts(run_id, "figures")
+        assert trk.get_run(run_id).data.tags[pngjob.TAG] == "done: 1"
+    assert not [s for s in root.iterdir() if s.is_dir()]  # every spool drawn and removed

@@ -85,7 +85,7 @@ def main() -> None:
     store = tempfile.mkdtemp(prefix="nscnet-bench-")
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{store}/mlflow.db"
     os.chdir(store)
-    paper = BasenetConfig(data=str(data), k=9, truth=True)
+    paper = BasenetConfig(data=str(data), k=9, pca_dim=128, truth=True)  # the paper's PCA 128 (auto gives 128 here too)
     tracking.setup(paper.experiment)  # the store's tables: made once, not part of any run
     print(f"# {len(dataset)} segments of {dataset.image_shape[0]} x {dataset.image_shape[1]}; {os.cpu_count()} CPUs, "
           f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}, free cores {free_cores()}, "

@@ -117,10 +117,14 @@ def chain_s(tasks: tuple[Task, ...] = TASKS) -> dict[str, float]:
 # ---- in a worker process ----
 
 def _init_worker(threads: int, env: dict[str, str]) -> None:
+    # the demo's environment as it is now (tracking URI, experiment, PNG spool of
+    # `_start_png_server`): the forkserver is started once per process and keeps the environment
+    # of that moment, which a later demo in the same process (a test) must not inherit
+    os.environ.clear()
+    os.environ.update(env)
     # before numpy / torch load in this process: their thread pools read these once
     for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[name] = str(threads)
-    os.environ.update(env)  # the PNG spool of the demo (`_start_png_server`)
     os.environ.setdefault("NSCNET_PROGRESS", "0")  # the log goes to a file, printed when the step ends
 
 
@@ -214,7 +218,8 @@ def run_demo(jobs: int, experiment: str, *, tasks: tuple[Task, ...] = TASKS,
           f"output is printed when it ends (logs in {logs}/)", flush=True)
     png_root, png_worker, png_env = _start_png_server()
     try:
-        failed = _schedule(tasks, jobs, (threads, png_env), experiment, context, warm_modules, logs, demo_started,
+        failed = _schedule(tasks, jobs, (threads, {**os.environ, **png_env}), experiment, context, warm_modules,
+                           logs, demo_started,
                            done, run_ids)
     finally:
         (png_root / pngjob.STOP).touch()  # the PNG worker ends once it has drawn every ready spool

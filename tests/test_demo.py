@@ -28,7 +28,7 @@ def test_demo_runs_every_step_on_two_workers_and_reports_them(tracking, capsys):
     table = out.split("== what the demo did", 1)[1]
     runs = dict(re.findall(r"^\s+[\d.]+\s+[\d.]+\s+[\d.]+\s+[\d.]+\s+nscnet (\w+)\s+([0-9a-f]{32})$", table, re.M))
     assert set(runs) == {"synth", "preprocess", "entropy", "basenet", "zipf"}
-    client = MlflowClient()
+    client = MlflowClient(tracking_uri=tracking)  # not a URI an earlier test set in this process
     for step, run_id in runs.items():
         run = client.get_run(run_id)
         assert run.data.tags["nscnet.step"] == step and run.info.status == "FINISHED"

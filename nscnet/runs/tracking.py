@@ -516,7 +516,8 @@ def log_text(text: str, artifact_file: str) -> None:
 
 PNG_ENV = "NSCNET_FIGURE_PNG"
 PNG_START_ENV = "NSCNET_PNG_START_S"
-PNG_START_S = 20.0  # at most this long for Chromium to start (seconds; ~5 s cold on a busy machine)
+PNG_START_S = 30.0  # at most this long for one try at starting Chromium (2 s idle here; CI once took >20 s)
+PNG_START_TRIES = 2  # a start that times out is killed and tried once more before PNGs are given up
 PNG_FIGURE_S = 15.0  # at most this long for one figure once it runs (well under 1 s normally)
 PNG_HOWTO = (f"install Chrome or Chromium for kaleido (Debian: apt-get install chromium; any OS: "
              f"plotly_get_chrome), or set {PNG_ENV}=false to skip PNGs without this warning")
@@ -651,9 +652,17 @@ def _write_png(fig: Any, path: Path) -> bool:
                 return False
             import atexit
 
-            _png = _PngRenderer()
-            atexit.register(lambda renderer=_png: renderer.close())
-            _png.start(browser)
+            for attempt in range(1, PNG_START_TRIES + 1):
+                _png = _PngRenderer()
+                atexit.register(lambda renderer=_png: renderer.close())
+                try:
+                    _png.start(browser)
+                    break
+                except TimeoutError:
+                    if attempt == PNG_START_TRIES:
+                        raise
+                    log.info("Chromium did not start within %g s; killed, trying once more", png_start_s())
+                    _png.close(kill=True)
         _png.render(fig, path)
         return True
     except Exception as exc:  # the browser failed, died or hung: HTML is still there

@@ -240,6 +240,7 @@ class Postprocess(Group):
 
 
 ALGORITHMS = ("kmeans", "optics", "hdbscan")
+FINAL_ALGORITHMS = ALGORITHMS + ("auto",)  # auto: k-means at the k given, HDBSCAN's own number without one
 
 
 @dataclass(frozen=True)
@@ -523,7 +524,9 @@ class NscnetConfig(Umap, Augment, Network, EarlyStop, Machine, Train, Evaluate, 
     backbone_lr_scale: float = param(1.0, "the network's learning rate as a multiple of lr (the head keeps lr)")
     final_reducer: str = param("pca", "final clustering: reducer of the learned embeddings (pca = the training "
                                       "post-processing; umap = UMAP to umap_dim after it)", choices=REDUCERS)
-    final_algorithm: str = param("kmeans", "final clustering algorithm of the learned embeddings", choices=ALGORITHMS)
+    final_algorithm: str = param("kmeans", "final clustering algorithm of the learned embeddings (auto: kmeans at k "
+                                           "when k is given, else hdbscan, which finds the number itself)",
+                                 choices=FINAL_ALGORITHMS)
 
     def __post_init__(self) -> None:
         super().__post_init__()

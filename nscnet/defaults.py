@@ -20,6 +20,7 @@ length: benchmarks/features.py --part simclr, docs/RESULTS.md):
 | field | auto value |
 |---|---|
 | `k` | k-means: round(sqrt(N / 2)), between 2 and the step's usual K (64; `pretrain`: 16): the rule of thumb of Mardia et al. (1979), which gives the paper's 64 at its data's size (7,652 syllables). HDBSCAN / OPTICS (NSCNet: `final_algorithm`): stays 0, the algorithm finds the number itself (a k given cuts HDBSCAN's tree to k, `nscnet.clustering.cluster.hdbscan_cut`) |
+| `final_algorithm` (NSCNet, `auto`: the `quality` preset) | `kmeans` (at k, in the UMAP space of the embeddings) when k is given, else `hdbscan` (its own number): on learned embeddings k-means at K was at or above HDBSCAN's tree cut to K at every size (docs/RESULTS.md, "Third run") |
 | `k_train` (NSCNet, final clustering HDBSCAN / OPTICS, k = 0) | the pseudo-labels' K: round(sqrt(N / 2)), as `k` above |
 | `min_cluster_size` (HDBSCAN, OPTICS) | round(sqrt(N) / 2), at least 2 |
 | `min_samples` (HDBSCAN, OPTICS) | min_cluster_size (HDBSCAN's own default; OPTICS: at least 2) |
@@ -150,6 +151,10 @@ def resolve(cfg: Any, n: int) -> tuple[Any, dict[str, str]]:
     notes: dict[str, str] = {}
     algorithm = getattr(cfg, "algorithm", "kmeans")
     final = getattr(cfg, "final_algorithm", "kmeans")
+    if final == "auto":  # measured on learned embeddings: k-means at k above the tree cut to k (docs/RESULTS.md)
+        final = changes["final_algorithm"] = "kmeans" if getattr(cfg, "k", 0) > 0 else "hdbscan"
+        notes["final_algorithm"] = (f"{final} (auto: " + ("k-means at the k given)" if final == "kmeans" else
+                                                         "no k given, HDBSCAN finds the number of clusters)"))
     density = algorithm != "kmeans" or final != "kmeans"
     # the algorithm that gives the run's clusters: NSCNet's final clustering, else `algorithm`
     last = final if _has(cfg, "final_algorithm") else algorithm

@@ -25,7 +25,8 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         # the run (epochs auto, nscnet.defaults: 12 N images, 2,400..6,144, 3 epochs of 2,048
         # images on the full set, 12 at 200; `pretrain`'s default views with edge masks), no
         # DeepCluster epoch by default, then UMAP 10 + HDBSCAN of the learned embeddings
-        # (docs/RESULTS.md), min_cluster_size and min_samples from N (nscnet.defaults: sqrt(N)/2,
+        # (docs/RESULTS.md; final_algorithm auto: with k given UMAP + k-means at k, above HDBSCAN's tree
+        # cut at every size measured), min_cluster_size and min_samples from N (nscnet.defaults: sqrt(N)/2,
         # 44 at 7,652 segments; the constants 50 / 10 left small sets all noise, issue 13). With
         # --epochs N the DeepCluster epochs use the levers below (warm start, re-seeding, lr 1e-3)
         # and, after pretraining, the head fitted first (head_warmup auto: one epoch then held the
@@ -33,7 +34,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         "quality": {"backbone": "small_cnn", "embedding_dim": 128, "pca_dim": 64, "batch_size": 64,
                     "pretrain_epochs": -1, "pretrain_epoch_size": 2048, "epochs": 0,
                     "lr": 1e-3, "kmeans_warm_start": True, "reseed_empty": True, "final_reducer": "umap",
-                    "final_algorithm": "hdbscan"},
+                    "final_algorithm": "auto"},
     },
 }
 
@@ -114,7 +115,8 @@ def matching(step: str, cfg: Any) -> str:
 
 
 def _holds(cfg: Any, field: str, value: Any) -> bool:
-    """cfg holds the preset's value of `field`; an auto value (-1) matches what nscnet.defaults
-    resolved it to (a positive number)."""
+    """cfg holds the preset's value of `field`; an auto value (-1, "auto") matches what
+    nscnet.defaults resolved it to (a positive number, a name)."""
     have = getattr(cfg, field, None)
-    return have == value or (value == -1 and isinstance(have, int) and have > 0)
+    return (have == value or (value == -1 and isinstance(have, int) and have > 0)
+            or (value == "auto" and isinstance(have, str)))

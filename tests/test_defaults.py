@@ -141,6 +141,25 @@ def test_quality_preset_on_30_songs_is_not_all_noise(tracking, song30):
     run = T.get_run(metrics["run_id"])
     assert "min_cluster_size=3 (auto" in run.data.tags[defaults.AUTO_TAG]
     assert "batch_size=30 (capped at N" in run.data.tags[defaults.AUTO_TAG]
+    assert "final_algorithm=hdbscan (auto: no k given" in run.data.tags[defaults.AUTO_TAG]
+    assert run.data.params["final_algorithm"] == "hdbscan"
+    # k given: k-means at k in the UMAP space of the embeddings (above HDBSCAN's tree cut, docs/RESULTS.md)
+    given = run_nscnet(presets.config("nscnet", "quality", data=str(song30), truth=True, figures=False, k=5,
+                                      export=False, stability_runs=0, device="cpu", threads=1, num_workers=0,
+                                      pretrain_epochs=1, embedding_dim=16))
+    run = T.get_run(given["run_id"])
+    assert given["n_clusters"] == 5 and run.data.params["final_algorithm"] == "kmeans"
+    assert "final_algorithm=kmeans (auto: k-means at the k given)" in run.data.tags[defaults.AUTO_TAG]
+
+
+def test_final_algorithm_auto_follows_whether_k_is_given():
+    cfg, notes = defaults.resolve(NscnetConfig(final_algorithm="auto", k=7), 200)
+    assert (cfg.final_algorithm, cfg.k, cfg.k_train) == ("kmeans", 7, 0) and "k-means at the k given" in notes["final_algorithm"]
+    cfg, notes = defaults.resolve(NscnetConfig(final_algorithm="auto"), 200)
+    assert (cfg.final_algorithm, cfg.k, cfg.k_train) == ("hdbscan", 0, 10)  # the pseudo-labels' K: sqrt(N/2)
+    assert "HDBSCAN finds the number of clusters" in notes["final_algorithm"]
+    fixed, notes = defaults.resolve(NscnetConfig(final_algorithm="hdbscan", k=7), 200)
+    assert fixed.final_algorithm == "hdbscan" and "final_algorithm" not in notes  # a given algorithm stays
 
 
 def test_pretraining_length_and_pca_dim_resolve_on_30_images(tracking, tmp_path, one_torch_thread):

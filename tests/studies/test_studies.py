@@ -261,6 +261,6 @@ def test_study_overrides_may_name_a_preset_under_the_other_overrides():
     from nscnet.studies.study import model_config
 
     base = model_config(StudyConfig(model="nscnet", overrides="preset=quality,min_cluster_size=5", seed=2))
-    assert (base.backbone, base.final_algorithm, base.min_cluster_size, base.seed) == ("small_cnn", "hdbscan", 5, 2)
+    assert (base.backbone, base.final_algorithm, base.min_cluster_size, base.seed) == ("small_cnn", "auto", 5, 2)
     with pytest.raises(ConfigError, match="preset"):
         model_config(StudyConfig(model="basenet", overrides="preset=quality"))

@@ -61,6 +61,18 @@ def test_restarts_seeded_together_are_the_restarts_seeded_alone():
     assert not np.array_equal(together[0], together[1])
 
 
+def test_seeding_from_the_distance_matrix_is_seeding_from_a_product_per_step():
+    # up to GRAM_MAX_BYTES the candidates' squared distances are rows of the (N, N) matrix made
+    # once; beyond, a product per step: the same seeds (float32 round-off only)
+    x = np.random.default_rng(3).normal(size=(700, 16)).astype(np.float32)
+    from_matrix = kmeans_plusplus_restarts(x, 40, seeds=[0, 1, 2])
+    per_step = kmeans_plusplus_restarts(x, 40, seeds=[0, 1, 2], gram_max_bytes=0)
+    for a, b in zip(from_matrix, per_step):
+        np.testing.assert_array_equal(a, b)
+    rows = [int(np.flatnonzero((x == s).all(axis=1))[0]) for s in from_matrix[0]]
+    assert len(set(rows)) == 40  # distinct data points
+
+
 def test_a_sweep_seeds_once_at_its_largest_k_and_each_k_starts_from_the_first_k_seeds():
     # k-means++ is sequential: the first k of the largest K's seeds are the k-means++ seeds of k
     # (with the largest K's greedy trials), so every K of a sweep starts from them
@@ -267,3 +279,4 @@ def test_silhouette_is_scikit_learns_and_its_sample_estimate_is_not_biased_by_sm
     sampled = [silhouette_score(x, labels, sample_size=400, random_state=s) for s in range(5)]
     assert np.mean(sampled) < full - 0.02
     assert silhouette(x, np.zeros(1200, dtype=int)) is None
+

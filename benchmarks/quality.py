@@ -248,14 +248,18 @@ DEEP_RECIPE = "nscnet --preset quality, no k (HDBSCAN's own number)"
 
 
 def subset_dataset(data: Path, subset: np.ndarray, out: Path) -> Path:
-    """A dataset folder of the segments `subset` of `data` (images and segment rows, renumbered)."""
+    """A dataset folder of the segments `subset` of `data` (images and segment rows, renumbered;
+    the source's preprocessing params, so the run knows how the cuts were made)."""
     import pandas as pd
 
     from nscnet.images.dataset import IMAGES, META, SEGMENTS, open_image_writer
 
-    if (out / META).exists():
-        return out
     source = read_dataset(data)
+    meta = {"subset_of": str(data), "segments": len(subset), "params": source.meta.get("params", {})}
+    if (out / META).exists():
+        if "params" not in json.loads((out / META).read_text()):  # made before the params were copied
+            (out / META).write_text(json.dumps(meta))
+        return out
     out.mkdir(parents=True, exist_ok=True)
     images = open_image_writer(out / IMAGES, len(subset), *source.image_shape)
     images[:] = source.images[subset]
@@ -264,7 +268,7 @@ def subset_dataset(data: Path, subset: np.ndarray, out: Path) -> Path:
     rows = source.segments.iloc[subset].copy()
     rows["row"] = np.arange(len(subset))
     pd.DataFrame(rows).to_csv(out / SEGMENTS, index=False)
-    (out / META).write_text(json.dumps({"subset_of": str(data), "segments": len(subset)}))
+    (out / META).write_text(json.dumps(meta))
     return out
 
 

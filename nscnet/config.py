@@ -401,6 +401,24 @@ class Network(Group):
 
 
 @dataclass(frozen=True)
+class Embedding(Group):
+    """How NSCNet and pretrain embed their images for clustering (`nscnet.models.backbones.Embedder`)."""
+
+    embed_edge_mask: int = param(-1, "frames at 512 frames (scaled with width) silenced at each end of every image "
+                                     "the network embeds (features, clustering, DeepCluster training, predict; not "
+                                     "the contrastive views, which draw their own): the neighbouring sounds a "
+                                     "centred cut takes in. -1 = auto: the edge_mask of the network's contrastive "
+                                     "training when the dataset's cuts are centred (pad center), else 0 "
+                                     "(docs/RESULTS.md)")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not -1 <= self.embed_edge_mask < 256:
+            raise ConfigError(f"embed_edge_mask={self.embed_edge_mask} must be -1 (auto) or 0..255 frames at 512 "
+                              "(less than half the image at each end)")
+
+
+@dataclass(frozen=True)
 class Augment(Group):
     """SpecAugment masks (`nscnet.models.specaugment`) of every training image or view."""
 
@@ -492,7 +510,7 @@ class VaenetConfig(EarlyStop, Machine, Train, Evaluate, Sweep, Cluster, Postproc
                              choices=("", "repeat", "adapt")),
           epochs=Default(50, "maximum DeepCluster epochs (0 = cluster the features of the initial, or pretrained, "
                              "network once)"))
-class NscnetConfig(Umap, Augment, Network, EarlyStop, Machine, Train, Evaluate, Cluster, Postprocess, Data,
+class NscnetConfig(Umap, Augment, Embedding, Network, EarlyStop, Machine, Train, Evaluate, Cluster, Postprocess, Data,
                    StepConfig):
     """NSCNet: DeepCluster-style end-to-end deep clustering with EfficientNet-B0."""
 
@@ -574,8 +592,8 @@ def with_network_defaults(cfg: NscnetConfig) -> NscnetConfig:
     time_mask=Default(40, "SpecAugment time mask width T at 512 frames"),
     time_masks=Default(1, "SpecAugment time masks per view"),
     resume=Default("", "MLflow run id of an interrupted pretrain run to continue from its last epoch"))
-class PretrainConfig(Umap, Contrastive, Augment, Network, Machine, Train, Evaluate, Sweep, Cluster, Postprocess, Data,
-                     StepConfig):
+class PretrainConfig(Umap, Contrastive, Augment, Embedding, Network, Machine, Train, Evaluate, Sweep, Cluster,
+                     Postprocess, Data, StepConfig):
     """Self-supervised (SimCLR) pretraining of an embedding network; its embeddings are clustered too."""
 
     _auto_k_usual = 16  # nscnet.defaults: auto k at most 16 here

@@ -29,6 +29,7 @@ length: benchmarks/features.py --part simclr, docs/RESULTS.md):
 | `pretrain_epoch_size`, `epoch_size` | capped at N (0 keeps "all") |
 | `pca_dim` (-1 = auto: the default of `basenet`) | round(max(sqrt(N), N/16)), between 2 and the step's usual (128; `nscnet`: 256; `pretrain`: 64): 5 at N = 30, 14 at 200, 62 at 1,000, 128 from 2,048 on. A given value (`nscnet`'s default 256, `pretrain`'s 64: not measured on embeddings, kept) is capped at N - 1, and at N/4 when whitened |
 | `epochs` of `pretrain` (0 = auto), `pretrain_epochs` of `nscnet` (-1 = auto; the `quality` preset) | 12 N images drawn, between 2,400 and 6,144, in 1..50 epochs of `epoch_size` / `pretrain_epoch_size` images (capped at N): 48 at N = 50, 12 from 200 to 512, 6 at 1,000, 3 of 2,048 from 2,048 on (`pretrain`'s epochs of all 7,652: 1) |
+| `embed_edge_mask` (`nscnet`, `pretrain`; -1 = auto) | not from N: the `edge_mask` of the network's contrastive training (96 frames at 512, 24 at 128; 0 for a network never trained contrastively) when the dataset's cuts are centred (`preprocess --pad center`), else 0: a cut from the onset keeps the song's start at the left edge. Silencing both ends when embedding raised UMAP + HDBSCAN of the quality preset's embeddings by +0.010 to +0.017 NMI at 50..7,652 syllables (docs/RESULTS.md, "Embedding without the neighbours") |
 
 The study's K grid (`k_min`..`k_max`, powers of two) is cut to K <= N - 1 (`k_grid_bounds`:
 the largest K whose silhouette is defined), so a study on a small data set runs instead of
@@ -105,6 +106,32 @@ def auto_pretrain_epochs(n: int, epoch_size: int) -> int:
     1,000, 3 of 2,048 images from N = 2,048 on; 1 epoch of all 7,652)."""
     per_epoch = max(1, min(epoch_size or n, n))
     return int(min(PRETRAIN_MAX_EPOCHS, max(1, round(pretrain_images(n) / per_epoch))))
+
+
+def auto_embed_edge_mask(trained_edge_mask: int, pad: str | None) -> int:
+    """Frames (at 512) silenced at each end of an image when it is embedded: the edge mask the
+    network was trained to ignore (`trained_edge_mask`, its contrastive `edge_mask`; 0 when it was
+    never trained contrastively) when the dataset's cuts are centred (`pad` "center"), else 0."""
+    return int(max(0, trained_edge_mask)) if pad == "center" else 0
+
+
+def resolve_embed_edge_mask(cfg: Any, pad: str | None, trained_edge_mask: int,
+                            tags: dict[str, str] | None = None) -> tuple[Any, dict[str, str]]:
+    """`cfg` with `embed_edge_mask` -1 (auto) resolved by `auto_embed_edge_mask`, and `tags` with
+    the rule appended to `nscnet.auto` (and said on the console); a value given stays."""
+    import logging
+
+    tags = dict(tags or {})
+    if cfg.embed_edge_mask != -1:
+        return cfg, tags
+    value = auto_embed_edge_mask(trained_edge_mask, pad)
+    why = (f"the network's contrastive edge_mask {trained_edge_mask}, cuts centred" if value else
+           "no contrastive edge_mask in the network's training" if pad == "center" else
+           f"cuts not centred (pad {pad or 'unknown'})")
+    note = f"embed_edge_mask={value} (auto: {why})"
+    tags[AUTO_TAG] = f"{tags[AUTO_TAG]}; {note}" if tags.get(AUTO_TAG) else note
+    logging.getLogger("nscnet.defaults").info("defaults: %s", note)
+    return dataclasses.replace(cfg, embed_edge_mask=value), tags
 
 
 def k_limit(n: int) -> int:

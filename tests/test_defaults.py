@@ -143,6 +143,8 @@ def test_quality_preset_on_30_songs_is_not_all_noise(tracking, song30):
     assert "batch_size=30 (capped at N" in run.data.tags[defaults.AUTO_TAG]
     assert "final_algorithm=hdbscan (auto: no k given" in run.data.tags[defaults.AUTO_TAG]
     assert run.data.params["final_algorithm"] == "hdbscan"
+    # songs cut from their onset (pad end): their start must not be silenced
+    assert "embed_edge_mask=0 (auto: cuts not centred (pad end))" in run.data.tags[defaults.AUTO_TAG]
     # k given: k-means at k in the UMAP space of the embeddings (above HDBSCAN's tree cut, docs/RESULTS.md)
     given = run_nscnet(presets.config("nscnet", "quality", data=str(song30), truth=True, figures=False, k=5,
                                       export=False, stability_runs=0, device="cpu", threads=1, num_workers=0,

@@ -50,6 +50,12 @@ class Dataset:
     def image_shape(self) -> tuple[int, int]:
         return int(self.images.shape[1]), int(self.images.shape[2])
 
+    @property
+    def pad(self) -> str | None:
+        """Where `preprocess` put the padding of each cut ("end", "center", "start"; None: not a
+        preprocessed dataset, e.g. `synth --images`)."""
+        return self.meta.get("params", {}).get("pad")
+
     def truth(self) -> np.ndarray:
         """Reference label text of each ok segment (for scoring only); DataError when absent."""
         labels = self.segments["label"]

@@ -8,15 +8,17 @@ cheap enough for CPU tests and demos. Add one with `@register("name")` on a func
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 import torch.nn as nn
 import torchvision
 
 from nscnet.config import ConfigError, DataError
+from nscnet.models.specaugment import scaled
 
 log = logging.getLogger(__name__)
 
@@ -68,10 +70,15 @@ class Embedder(nn.Module):
     input_mode `repeat` copies the one channel to three (the backbone as published); `adapt`
     gives the backbone a one-channel first convolution. Then global max (or avg) pooling,
     a linear layer to embedding_dim and LeakyReLU(0.01).
+
+    edge_mask: frames at 512 frames (scaled with the image width) silenced (set to 0) at each end
+    of every image before the backbone sees it: the neighbouring sounds that a centred cut takes in
+    (`embed_edge_mask`; 0 = the whole image). `unmasked()` lifts it for contrastive training,
+    whose views draw their own edge masks.
     """
 
     def __init__(self, backbone: str = "efficientnet_b0", *, embedding_dim: int = 512, pooling: str = "max",
-                 input_mode: str = "repeat"):
+                 input_mode: str = "repeat", edge_mask: int = 0):
         super().__init__()
         if backbone not in BACKBONES:
             raise ConfigError(f"backbone={backbone!r} is not one of {', '.join(sorted(BACKBONES))}")
@@ -81,15 +88,38 @@ class Embedder(nn.Module):
         self.input_mode = input_mode
         # what rebuilds it (nscnet.models.saved.build_network)
         self.spec = {"kind": "embedder", "backbone": backbone, "embedding_dim": int(embedding_dim),
-                     "pooling": pooling, "input_mode": input_mode}
+                     "pooling": pooling, "input_mode": input_mode, "edge_mask": int(edge_mask)}
+        self.edge_mask = int(edge_mask)
         self.features, width = BACKBONES[backbone](1 if input_mode == "adapt" else 3)
         self.pool = nn.AdaptiveMaxPool2d(1) if pooling == "max" else nn.AdaptiveAvgPool2d(1)
         self.embed = nn.Sequential(nn.Flatten(), nn.Linear(width, embedding_dim), nn.LeakyReLU(0.01))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        edge = scaled(self.edge_mask, images.shape[-1]) if self.edge_mask else 0
+        if edge:
+            images = silence_edges(images, edge)
         if self.input_mode == "repeat":
             images = images.expand(-1, 3, -1, -1)
         return self.embed(self.pool(self.features(images)))
+
+
+    @contextlib.contextmanager
+    def unmasked(self) -> Iterator[None]:
+        """The whole image is embedded inside the block (contrastive training), edge_mask after."""
+        kept, self.edge_mask = self.edge_mask, 0
+        try:
+            yield
+        finally:
+            self.edge_mask = kept
+
+
+def silence_edges(images: torch.Tensor, frames: int) -> torch.Tensor:
+    """images (..., W) with `frames` frames at each end set to 0 (a copy; at most half of W each side)."""
+    frames = min(frames, images.shape[-1] // 2)
+    keep = torch.ones(images.shape[-1], dtype=images.dtype, device=images.device)
+    keep[:frames] = 0
+    keep[images.shape[-1] - frames:] = 0
+    return images * keep
 
 
 def load_backbone_weights(model: Embedder, path: str | Path) -> None:

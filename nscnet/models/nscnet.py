@@ -54,7 +54,8 @@ def build_model(cfg: NscnetConfig) -> Embedder:
 
         cfg = resolve_network(cfg, pretrained_network(cfg.pretrained_run))
     cfg = with_network_defaults(cfg)
-    model = Embedder(cfg.backbone, embedding_dim=cfg.embedding_dim, pooling=cfg.pooling, input_mode=cfg.input_mode)
+    model = Embedder(cfg.backbone, embedding_dim=cfg.embedding_dim, pooling=cfg.pooling, input_mode=cfg.input_mode,
+                     edge_mask=max(cfg.embed_edge_mask, 0))
     if cfg.pretrained_weights:
         load_backbone_weights(model, cfg.pretrained_weights)
     if cfg.pretrained_run:
@@ -73,6 +74,19 @@ def resolve_network(cfg: NscnetConfig, pretrained: dict[str, Any]) -> NscnetConf
         log.info("pretrained_run %s: network %s from its description", cfg.pretrained_run,
                  ", ".join(f"{k}={v}" for k, v in empty.items()))
     return replace(cfg, **empty) if empty else cfg
+
+
+def trained_edge_mask(cfg: NscnetConfig) -> int:
+    """The contrastive `edge_mask` the network of `cfg` is trained with (in-run pretraining: `pretrain`'s
+    default; `pretrained_run`: that run's), 0 when it is never trained contrastively: what
+    `embed_edge_mask` auto silences when the cuts are centred (`nscnet.defaults.auto_embed_edge_mask`)."""
+    if cfg.pretrain_epochs:
+        from nscnet.models.pretrain import nscnet_pretrain_config
+
+        return nscnet_pretrain_config(cfg, 1, cfg.pretrain_epoch_size).edge_mask
+    if cfg.pretrained_run:
+        return int(float(tracking.get_run(cfg.pretrained_run).data.params.get("edge_mask", 0)))
+    return 0
 
 
 def prepare_model(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
@@ -185,6 +199,7 @@ def run_nscnet(cfg: NscnetConfig) -> dict[str, Any]:
     cfg = deepcluster.resolve_head_warmup(cfg)  # auto: a fitted head after pretraining (docs/RESULTS.md)
     dataset = read_dataset(cfg.data)
     cfg, tags = defaults.for_data(cfg, len(dataset))  # auto k, min_cluster_size, ...: from N (a resumed run has them)
+    cfg, tags = defaults.resolve_embed_edge_mask(cfg, dataset.pad, trained_edge_mask(cfg), tags)
     k_train = deepcluster.training_k(cfg)
     if pretrained is not None and tuple(pretrained["image_shape"]) != tuple(dataset.image_shape):
         log.warning("pretrained_run %s was trained on %s images, %s holds %s: the network runs on any size, but "

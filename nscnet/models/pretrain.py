@@ -123,21 +123,31 @@ def contrastive_training(model: nn.Module, cfg: PretrainConfig, images: TorchIma
         for _ in range(start):  # replay the image order of the finished epochs
             for _ in sampler:
                 pass
-    for epoch in range(start, cfg.epochs):
-        started = time.perf_counter()
-        generator = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
-        loss, seen = train_epoch(model, projection, optimizer, loader, cfg, augment, generator, device, epoch,
-                                 precision, checkpointer)
-        seconds = time.perf_counter() - started
-        losses.append(loss)
-        tracking.log_metrics({f"{prefix}train_loss": loss, f"{prefix}epoch_seconds": seconds,
-                              f"{prefix}images_per_second": seen / max(seconds, 1e-9)}, step=epoch)
-        console.say(f"pretrain epoch {epoch}: train_loss={loss:.4g}")
-        if checkpointer is not None:
-            checkpointer.save({"epoch": epoch + 1, "model": model.state_dict(), "projection": projection.state_dict(),
-                               "optimizer": optimizer.state_dict(), "scaler": precision.state_dict(),
-                               "losses": list(losses), "image_shape": list(image_shape or ())})
+    with model.unmasked():  # the views draw their own edge masks; embed_edge_mask is for embedding
+        for epoch in range(start, cfg.epochs):
+            _contrastive_epoch(model, projection, optimizer, loader, cfg, augment, device, epoch, precision,
+                               checkpointer, losses, prefix, image_shape)
     return losses
+
+
+def _contrastive_epoch(model: nn.Module, projection: nn.Module, optimizer: torch.optim.Optimizer, loader: Any,
+                       cfg: PretrainConfig, augment: SpecAugment, device: torch.device, epoch: int,
+                       precision: training.Precision, checkpointer: training.Checkpointer | None,
+                       losses: list[float], prefix: str, image_shape: tuple[int, int] | None) -> None:
+    """One epoch of `contrastive_training`: train, log, append its loss to `losses`, checkpoint."""
+    started = time.perf_counter()
+    generator = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
+    loss, seen = train_epoch(model, projection, optimizer, loader, cfg, augment, generator, device, epoch,
+                             precision, checkpointer)
+    seconds = time.perf_counter() - started
+    losses.append(loss)
+    tracking.log_metrics({f"{prefix}train_loss": loss, f"{prefix}epoch_seconds": seconds,
+                          f"{prefix}images_per_second": seen / max(seconds, 1e-9)}, step=epoch)
+    console.say(f"pretrain epoch {epoch}: train_loss={loss:.4g}")
+    if checkpointer is not None:
+        checkpointer.save({"epoch": epoch + 1, "model": model.state_dict(), "projection": projection.state_dict(),
+                           "optimizer": optimizer.state_dict(), "scaler": precision.state_dict(),
+                           "losses": list(losses), "image_shape": list(image_shape or ())})
 
 
 def nscnet_pretrain_config(cfg: Any, epochs: int, epoch_size: int) -> PretrainConfig:
@@ -194,6 +204,7 @@ def run_pretrain(cfg: PretrainConfig) -> dict[str, Any]:
                                      amp=cfg.amp, num_workers=cfg.num_workers, threads=cfg.threads)
     dataset = read_dataset(cfg.data)
     cfg, tags = defaults.for_data(cfg, len(dataset))
+    cfg, tags = defaults.resolve_embed_edge_mask(cfg, dataset.pad, cfg.edge_mask, tags)
     if cfg.truth:
         dataset.truth()  # scoring only; fail early without labels
     device = training.choose_device(cfg.device)
@@ -210,7 +221,7 @@ def run_pretrain(cfg: PretrainConfig) -> dict[str, Any]:
                             f"{cfg.resume} was trained on {tuple(state['image_shape'])}")
         training.seed_everything(cfg.seed)
         model = Embedder(cfg.backbone, embedding_dim=cfg.embedding_dim, pooling=cfg.pooling,
-                         input_mode=cfg.input_mode).to(device)
+                         input_mode=cfg.input_mode, edge_mask=cfg.embed_edge_mask).to(device)
         images = TorchImages(dataset.path)
         losses = contrastive_training(model, cfg, images, device, checkpointer=training.Checkpointer(run.info.run_id),
                                       state=state, image_shape=dataset.image_shape)

@@ -49,7 +49,7 @@ def build_network(spec: dict[str, Any]) -> Any:
         from nscnet.models.backbones import Embedder
 
         return Embedder(spec["backbone"], embedding_dim=int(spec["embedding_dim"]), pooling=spec["pooling"],
-                        input_mode=spec["input_mode"])
+                        input_mode=spec["input_mode"], edge_mask=int(spec.get("edge_mask", 0)))
     if kind == "conv_vae":
         from nscnet.models.vae_model import ConvVAE
 

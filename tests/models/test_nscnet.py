@@ -73,7 +73,7 @@ def test_final_artifacts_and_model_are_logged(trained, data):
     assert len(_assignments(run_id)) == 64
     description, state, arrays = T.load_torch_model(run_id)
     assert description["network"] == {"kind": "embedder", "backbone": "small_cnn", "embedding_dim": 64,
-                                      "pooling": "max", "input_mode": "repeat"}
+                                      "pooling": "max", "input_mode": "repeat", "edge_mask": 0}  # no pretraining
     assert description["assign"]["rule"] == "nearest_centroid" and arrays["centroids"].shape == (4, 16)
     assert all(isinstance(v, torch.Tensor) for v in state.values()) and "features.0.weight" in state
 

@@ -110,3 +110,60 @@ def test_edge_masks_silence_only_the_ends_of_a_view():
         kept = torch.nonzero(row).flatten()
         assert len(kept) == int(kept[-1] - kept[0]) + 1
     assert torch.equal(view(images, PretrainConfig(**plain), augment, torch.Generator().manual_seed(0)), images)
+
+
+def test_embedding_silences_the_edges_that_contrastive_training_taught_the_network_to_ignore(tracking, tmp_path,
+                                                                                           data):
+    """embed_edge_mask auto = the contrastive edge_mask when the cuts are centred, else 0; the saved
+    network embeds with it (predict reproduces the run), and contrastive training sees whole views."""
+    import json
+
+    from nscnet import defaults
+    from nscnet.config import PredictConfig
+    from nscnet.images.dataset import META
+    from nscnet.models.backbones import Embedder
+    from nscnet.models.nscnet import run_nscnet
+    from nscnet.models.predict import run_predict
+    from nscnet.models.pretrain import run_pretrain
+    from nscnet.models.saved import build_network
+    from tests.fixtures_deep import make_dataset
+
+    assert [defaults.auto_embed_edge_mask(96, pad) for pad in ("center", "end", "start", None)] == [96, 0, 0, 0]
+    assert defaults.auto_embed_edge_mask(0, "center") == 0  # a network never trained to ignore its edges
+
+    net = Embedder("small_cnn", embedding_dim=8, edge_mask=128).eval()  # 128 at 512 frames: 16 of 64 at each end
+    images = torch.rand(4, 1, 32, 64, generator=torch.Generator().manual_seed(0))
+    other = images.clone()
+    other[..., :16], other[..., 48:] = torch.rand(4, 1, 32, 16), torch.rand(4, 1, 32, 16)
+    with torch.no_grad():
+        assert torch.allclose(net(images), net(other))               # the ends do not reach the embedding
+        other[..., 16] += 0.5
+        assert not torch.allclose(net(images), net(other))           # the middle does
+        other[..., 16] -= 0.5
+        with net.unmasked():
+            assert not torch.allclose(net(images), net(other))       # contrastive training sees the whole view
+    assert net.edge_mask == 128 and build_network(net.spec).edge_mask == 128 and net.spec["edge_mask"] == 128
+
+    centred = make_dataset(tmp_path / "centred", classes=4, per_class=8, height=32, width=64)
+    meta = json.loads((centred / META).read_text())
+    (centred / META).write_text(json.dumps({**meta, "params": {"pad": "center"}}))  # as `preprocess --pad center`
+    pre = run_pretrain(PretrainConfig(data=str(centred), k=4, epochs=1, batch_size=16, embedding_dim=16, pca_dim=8,
+                                      edge_mask=128, num_workers=0, device="cpu", threads=1, seed=0,
+                                      stability_runs=0, figures=False))
+    run = T.get_run(pre["run_id"])
+    assert run.data.params["embed_edge_mask"] == "128"
+    assert ("embed_edge_mask=128 (auto: the network's contrastive edge_mask 128, cuts centred)"
+            in run.data.tags["nscnet.auto"])
+    assert T.load_torch_model(pre["run_id"])[0]["network"]["edge_mask"] == 128
+    predicted = run_predict(PredictConfig(run_id=pre["run_id"], data=str(centred), out=str(tmp_path / "pred"),
+                                          device="cpu"))
+    assert predicted["agreement_with_source"] == 1.0  # predict embeds with the run's edge mask
+    carried = run_nscnet(NscnetConfig(data=str(centred), **{**TINY, "epochs": 0, "backbone": "", "embedding_dim": 0},
+                                      pretrained_run=pre["run_id"]))
+    assert T.get_run(carried["run_id"]).data.params["embed_edge_mask"] == "128"  # the pretrained run's edge_mask
+    given = run_nscnet(NscnetConfig(data=str(centred), **{**TINY, "epochs": 0}, embed_edge_mask=0, pretrain_epochs=1))
+    assert T.get_run(given["run_id"]).data.params["embed_edge_mask"] == "0"  # a value given stays
+    plain = run_nscnet(NscnetConfig(data=str(data), **{**TINY, "epochs": 0}, pretrain_epochs=1))
+    run = T.get_run(plain["run_id"])
+    assert run.data.params["embed_edge_mask"] == "0"
+    assert "embed_edge_mask=0 (auto: cuts not centred (pad unknown))" in run.data.tags["nscnet.auto"]

@@ -333,7 +333,7 @@ def sizes_main(args, work: Path) -> None:
             rows_file.write_text(json.dumps(rows, indent=1, default=float))
     os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{work / 'mlflow.db'}")
     for size in [int(s) for s in args.deep_sizes.split(",") if s]:  # the deep preset, one NSCNet run a draw
-        for draw in ([0] if size == 0 else range(args.deep_draws)):
+        for draw in range(args.deep_full_seeds if size == 0 else args.deep_draws):  # all N: draw = the seed
             n = len(labels) if size == 0 else size
             if any((r["set"], r["n"], r["seed"], r["configuration"]) == ("bengalese finch", n, draw, DEEP_RECIPE)
                    for r in rows):
@@ -405,6 +405,8 @@ def main() -> None:
     parser.add_argument("--deep-sizes", default="", help="--sizes: subset sizes for the deep preset (quality, "
                                                          "minutes of CPU each), e.g. 50,200")
     parser.add_argument("--deep-draws", type=int, default=2, help="--sizes: seeded draws per deep subset size")
+    parser.add_argument("--deep-full-seeds", type=int, default=1, help="--deep-sizes 0 (all segments): seeds of the "
+                        "deep preset on the full set")
     parser.add_argument("--features", default="pixels", choices=("pixels", "birdnet", "birdnet-zeropad"),
                         help="--sizes: what the recipes cluster (birdnet: the optional extra nscnet[birdnet], "
                              "weights CC BY-NC-SA 4.0; birdnet-zeropad: each segment zero-padded, not its "

@@ -27,8 +27,10 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         # DeepCluster epoch by default, then UMAP 10 + HDBSCAN of the learned embeddings
         # (docs/RESULTS.md; final_algorithm auto: with k given UMAP + k-means at k, above HDBSCAN's tree
         # cut at every size measured), min_cluster_size and min_samples from N (nscnet.defaults: sqrt(N)/2,
-        # 44 at 7,652 segments; the constants 50 / 10 left small sets all noise, issue 13). With
-        # --epochs N the DeepCluster epochs use the levers below (warm start, re-seeding, lr 1e-3)
+        # 44 at 7,652 segments; the constants 50 / 10 left small sets all noise, issue 13).
+        # embed_edge_mask auto (not set here: the rule is the same for every run): on centred cuts the
+        # network embeds each image with both ends silenced, as far as its SimCLR views were (fourth run).
+        # With --epochs N the DeepCluster epochs use the levers below (warm start, re-seeding, lr 1e-3)
         # and, after pretraining, the head fitted first (head_warmup auto: one epoch then held the
         # pretrained result, 0.890 / 0.892 vs 0.885 / 0.888; a fresh head lowered it to 0.877).
         "quality": {"backbone": "small_cnn", "embedding_dim": 128, "pca_dim": 64, "batch_size": 64,

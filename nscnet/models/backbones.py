@@ -102,7 +102,6 @@ class Embedder(nn.Module):
             images = images.expand(-1, 3, -1, -1)
         return self.embed(self.pool(self.features(images)))
 
-
     @contextlib.contextmanager
     def unmasked(self) -> Iterator[None]:
         """The whole image is embedded inside the block (contrastive training), edge_mask after."""

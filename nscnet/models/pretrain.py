@@ -125,29 +125,21 @@ def contrastive_training(model: nn.Module, cfg: PretrainConfig, images: TorchIma
                 pass
     with model.unmasked():  # the views draw their own edge masks; embed_edge_mask is for embedding
         for epoch in range(start, cfg.epochs):
-            _contrastive_epoch(model, projection, optimizer, loader, cfg, augment, device, epoch, precision,
-                               checkpointer, losses, prefix, image_shape)
+            started = time.perf_counter()
+            generator = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
+            loss, seen = train_epoch(model, projection, optimizer, loader, cfg, augment, generator, device, epoch,
+                                     precision, checkpointer)
+            seconds = time.perf_counter() - started
+            losses.append(loss)
+            tracking.log_metrics({f"{prefix}train_loss": loss, f"{prefix}epoch_seconds": seconds,
+                                  f"{prefix}images_per_second": seen / max(seconds, 1e-9)}, step=epoch)
+            console.say(f"pretrain epoch {epoch}: train_loss={loss:.4g}")
+            if checkpointer is not None:
+                checkpointer.save({"epoch": epoch + 1, "model": model.state_dict(),
+                                   "projection": projection.state_dict(), "optimizer": optimizer.state_dict(),
+                                   "scaler": precision.state_dict(), "losses": list(losses),
+                                   "image_shape": list(image_shape or ())})
     return losses
-
-
-def _contrastive_epoch(model: nn.Module, projection: nn.Module, optimizer: torch.optim.Optimizer, loader: Any,
-                       cfg: PretrainConfig, augment: SpecAugment, device: torch.device, epoch: int,
-                       precision: training.Precision, checkpointer: training.Checkpointer | None,
-                       losses: list[float], prefix: str, image_shape: tuple[int, int] | None) -> None:
-    """One epoch of `contrastive_training`: train, log, append its loss to `losses`, checkpoint."""
-    started = time.perf_counter()
-    generator = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
-    loss, seen = train_epoch(model, projection, optimizer, loader, cfg, augment, generator, device, epoch,
-                             precision, checkpointer)
-    seconds = time.perf_counter() - started
-    losses.append(loss)
-    tracking.log_metrics({f"{prefix}train_loss": loss, f"{prefix}epoch_seconds": seconds,
-                          f"{prefix}images_per_second": seen / max(seconds, 1e-9)}, step=epoch)
-    console.say(f"pretrain epoch {epoch}: train_loss={loss:.4g}")
-    if checkpointer is not None:
-        checkpointer.save({"epoch": epoch + 1, "model": model.state_dict(), "projection": projection.state_dict(),
-                           "optimizer": optimizer.state_dict(), "scaler": precision.state_dict(),
-                           "losses": list(losses), "image_shape": list(image_shape or ())})
 
 
 def nscnet_pretrain_config(cfg: Any, epochs: int, epoch_size: int) -> PretrainConfig:

@@ -530,6 +530,10 @@ class NscnetConfig(Umap, Augment, Embedding, Network, EarlyStop, Machine, Train,
                                     "here, the other contrastive settings (lr, temperature, views) as `pretrain`'s "
                                     "defaults")
     pretrain_epoch_size: int = param(2048, "images per in-run contrastive epoch, drawn at random (0 = all; capped at N)")
+    ensemble: int = param(1, "embedding networks pretrained in this run, from seeds seed, seed + 1, ...; every "
+                             "image is embedded by each and the clustering runs on their L2-normalised embeddings "
+                             "side by side (1 = one network; more need pretrain_epochs and cost as many "
+                             "pretrainings; -1 = auto: 3 up to 512 segments, else 1)")
     k_train: int = param(0, "clusters of the per-epoch pseudo-labels (over-clustering; 0 = k); the final clustering uses k")
     kmeans_warm_start: bool = param(False, "start each epoch's k-means from the previous pseudo-labels' centroids",
                                     search=(False, True))
@@ -554,6 +558,11 @@ class NscnetConfig(Umap, Augment, Embedding, Network, EarlyStop, Machine, Train,
         _check_positive(self, "backbone_lr_scale")
         if self.head_warmup < -1:
             raise ConfigError(f"head_warmup={self.head_warmup} must be >= 0, or -1 (auto)")
+        if self.ensemble < -1 or self.ensemble == 0:
+            raise ConfigError(f"ensemble={self.ensemble} must be >= 1 networks, or -1 (auto)")
+        if self.ensemble > 1 and (not self.pretrain_epochs or self.pretrained_run or self.pretrained_weights):
+            raise ConfigError(f"ensemble={self.ensemble} trains its networks contrastively in this run: it needs "
+                              "pretrain_epochs (e.g. -1, auto) and no pretrained_run or pretrained_weights")
         if self.pretrain_epochs and self.pretrained_run:
             raise ConfigError("pretrain_epochs and pretrained_run both set: start from a pretrain run or "
                               "pretrain in this run, not both")

@@ -142,6 +142,8 @@ def test_quality_preset_on_30_songs_is_not_all_noise(tracking, song30):
     assert "min_cluster_size=3 (auto" in run.data.tags[defaults.AUTO_TAG]
     assert "batch_size=30 (capped at N" in run.data.tags[defaults.AUTO_TAG]
     assert "final_algorithm=hdbscan (auto: no k given" in run.data.tags[defaults.AUTO_TAG]
+    assert "ensemble=3 (auto: 3 networks while pretraining passes 12 times" in run.data.tags[defaults.AUTO_TAG]
+    assert run.data.params["ensemble"] == "3" and "pretrain2_train_loss" in run.data.metrics
     assert run.data.params["final_algorithm"] == "hdbscan"
     # songs cut from their onset (pad end): their start must not be silenced
     assert "embed_edge_mask=0 (auto: cuts not centred (pad end))" in run.data.tags[defaults.AUTO_TAG]

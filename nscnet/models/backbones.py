@@ -3,7 +3,8 @@
 `efficientnet_b0`: torchvision EfficientNet-B0 `features` (weights=None: nothing is
 downloaded; `pretrained_weights` loads a user's state dict). `small_cnn`: four conv blocks,
 cheap enough for CPU tests and demos. Add one with `@register("name")` on a function
-`(in_channels) -> (module, out_channels)`.
+`(in_channels) -> (module, out_channels)`. `EmbedderEnsemble`: several embedding networks side
+by side (NSCNet's `ensemble`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Callable, Iterator
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 import torchvision
 
 from nscnet.config import ConfigError, DataError
@@ -90,6 +92,7 @@ class Embedder(nn.Module):
         self.spec = {"kind": "embedder", "backbone": backbone, "embedding_dim": int(embedding_dim),
                      "pooling": pooling, "input_mode": input_mode, "edge_mask": int(edge_mask)}
         self.edge_mask = int(edge_mask)
+        self.out_dim = int(embedding_dim)  # width of what forward returns
         self.features, width = BACKBONES[backbone](1 if input_mode == "adapt" else 3)
         self.pool = nn.AdaptiveMaxPool2d(1) if pooling == "max" else nn.AdaptiveAvgPool2d(1)
         self.embed = nn.Sequential(nn.Flatten(), nn.Linear(width, embedding_dim), nn.LeakyReLU(0.01))
@@ -110,6 +113,30 @@ class Embedder(nn.Module):
             yield
         finally:
             self.edge_mask = kept
+
+
+class EmbedderEnsemble(nn.Module):
+    """Several `Embedder`s side by side: (B, 1, H, W) -> (B, members x embedding_dim), each
+    member's embedding L2-normalised, so every member weighs the same in the distances
+    (NSCNet's `ensemble`: members trained contrastively from their own seeds; docs/RESULTS.md)."""
+
+    def __init__(self, members: list[Embedder]):
+        super().__init__()
+        if len(members) < 2:
+            raise ConfigError(f"an ensemble needs at least 2 networks, got {len(members)}")
+        self.members = nn.ModuleList(members)
+        self.spec = {"kind": "ensemble", "members": [member.spec for member in members]}
+        self.out_dim = sum(member.out_dim for member in members)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return torch.cat([F.normalize(member(images), dim=1) for member in self.members], dim=1)
+
+    @contextlib.contextmanager
+    def unmasked(self) -> Iterator[None]:
+        with contextlib.ExitStack() as stack:
+            for member in self.members:
+                stack.enter_context(member.unmasked())
+            yield
 
 
 def silence_edges(images: torch.Tensor, frames: int) -> torch.Tensor:

@@ -32,7 +32,7 @@ from nscnet.features.postprocess import build_postprocess
 from nscnet.images.dataset import Dataset, TorchImages, read_dataset
 from nscnet.models import training, deepcluster
 from nscnet.models.arcface import make_head
-from nscnet.models.backbones import Embedder, load_backbone_weights
+from nscnet.models.backbones import Embedder, EmbedderEnsemble, load_backbone_weights
 from nscnet.models.sampler import ClusterUniformSampler
 from nscnet.models.saved import log_model
 from nscnet.models.specaugment import SpecAugment
@@ -46,7 +46,7 @@ STEP = "nscnet"
 
 # --------------------------------------------------------------------------- model pieces
 
-def build_model(cfg: NscnetConfig) -> Embedder:
+def build_model(cfg: NscnetConfig) -> Embedder | EmbedderEnsemble:
     """The embedding network of `cfg` (backbone, pooling, embedding_dim, input_mode; those left
     empty from the pretrained_run's network, else NETWORK_DEFAULTS)."""
     if cfg.pretrained_run and any(getattr(cfg, name) in ("", 0) for name in NETWORK_DEFAULTS):
@@ -54,8 +54,19 @@ def build_model(cfg: NscnetConfig) -> Embedder:
 
         cfg = resolve_network(cfg, pretrained_network(cfg.pretrained_run))
     cfg = with_network_defaults(cfg)
-    model = Embedder(cfg.backbone, embedding_dim=cfg.embedding_dim, pooling=cfg.pooling, input_mode=cfg.input_mode,
-                     edge_mask=max(cfg.embed_edge_mask, 0))
+
+    def embedder() -> Embedder:
+        return Embedder(cfg.backbone, embedding_dim=cfg.embedding_dim, pooling=cfg.pooling, input_mode=cfg.input_mode,
+                        edge_mask=max(cfg.embed_edge_mask, 0))
+
+    if cfg.ensemble > 1:  # member 0 is the network a run of one would build; the others from their own seeds
+        members, state = [embedder()], torch.get_rng_state()
+        for member in range(1, cfg.ensemble):
+            torch.manual_seed(cfg.seed + member)
+            members.append(embedder())
+        torch.set_rng_state(state)  # what follows draws as in a run of one network
+        return EmbedderEnsemble(members)
+    model = embedder()
     if cfg.pretrained_weights:
         load_backbone_weights(model, cfg.pretrained_weights)
     if cfg.pretrained_run:
@@ -100,7 +111,7 @@ def extract_features(model: torch.nn.Module, loader: Any, device: torch.device,
                      precision: training.Precision, *, desc: str = "features") -> np.ndarray:
     """Embeddings (N, embedding_dim) float32 of every image, eval mode, no augmentation."""
     model.eval()
-    out = np.empty((len(loader.dataset), model.embed[1].out_features), dtype=np.float32)
+    out = np.empty((len(loader.dataset), model.out_dim), dtype=np.float32)
     for images, index in training.progress(loader, desc=desc):
         with precision.autocast():
             embeddings = model(training.to_device_batch(images, device))
@@ -250,10 +261,16 @@ def run_nscnet(cfg: NscnetConfig) -> dict[str, Any]:
             if cfg.pretrain_epochs:  # SimCLR first, in this run (a resumed run has it in its checkpoint)
                 from nscnet.models.pretrain import contrastive_training, nscnet_pretrain_config
 
-                losses = contrastive_training(model, nscnet_pretrain_config(cfg, cfg.pretrain_epochs,
-                                                                            cfg.pretrain_epoch_size),
-                                              images, device, prefix="pretrain_")
-                tracking.log_metrics({"pretrain_first_loss": losses[0], "pretrain_last_loss": losses[-1]})
+                members = model.members if cfg.ensemble > 1 else [model]
+                for member, network in enumerate(members):  # each from its own seed (`ensemble`)
+                    prefix = "pretrain_" if member == 0 else f"pretrain{member}_"
+                    if member:
+                        training.seed_everything(cfg.seed + member)
+                    member_cfg = replace(cfg, seed=cfg.seed + member)
+                    losses = contrastive_training(network, nscnet_pretrain_config(member_cfg, cfg.pretrain_epochs,
+                                                                                  cfg.pretrain_epoch_size),
+                                                  images, device, prefix=prefix)
+                    tracking.log_metrics({f"{prefix}first_loss": losses[0], f"{prefix}last_loss": losses[-1]})
                 training.seed_everything(cfg.seed)  # the DeepCluster phase starts from the same RNG state
             if not (cfg.pretrain_epochs or cfg.pretrained_run):  # a pretrained network has its own statistics
                 set_batchnorm_statistics(model, feature_loader, device, precision)
@@ -282,7 +299,7 @@ def run_nscnet(cfg: NscnetConfig) -> dict[str, Any]:
             # 4-5. a fresh head for the new labels, one epoch of classification on them
             training.seed_everything(cfg.seed, epoch + 1)
             if head is None or not cfg.keep_head:  # keep_head: pseudo-labels were matched to the last epoch's
-                head = make_head("arcface" if cfg.arcface else "softmax", cfg.embedding_dim, k_train,
+                head = make_head("arcface" if cfg.arcface else "softmax", model.out_dim, k_train,
                                  scale=cfg.arcface_scale, margin=cfg.arcface_margin).to(device)
                 head_optimizer = torch.optim.Adam(head.parameters(), lr=cfg.lr)
                 if cfg.head_warmup:  # the fresh head fitted to the labels on fixed embeddings first

@@ -178,15 +178,11 @@ def extract(model: nn.Module, images: TorchImages, batch_size: int, device: torc
     """Embeddings (N, embedding_dim) of every image, eval mode, no augmentation."""
     loader = training.make_loader(images, batch_size=batch_size, num_workers=0, device=device)
     model.eval()
-    out = np.empty((len(images), cfg_width(model)), dtype=np.float32)
+    out = np.empty((len(images), model.out_dim), dtype=np.float32)
     with torch.inference_mode():
         for batch, index in loader:
             out[index.numpy()] = model(batch.to(device)).float().cpu().numpy()
     return out
-
-
-def cfg_width(model: nn.Module) -> int:
-    return model.embed[1].out_features
 
 
 def run_pretrain(cfg: PretrainConfig) -> dict[str, Any]:

@@ -50,12 +50,16 @@ def build_network(spec: dict[str, Any]) -> Any:
 
         return Embedder(spec["backbone"], embedding_dim=int(spec["embedding_dim"]), pooling=spec["pooling"],
                         input_mode=spec["input_mode"], edge_mask=int(spec.get("edge_mask", 0)))
+    if kind == "ensemble":
+        from nscnet.models.backbones import EmbedderEnsemble
+
+        return EmbedderEnsemble([build_network(member) for member in spec["members"]])
     if kind == "conv_vae":
         from nscnet.models.vae_model import ConvVAE
 
         return ConvVAE(tuple(spec["image_shape"]), latent_dim=int(spec["latent_dim"]), filters=tuple(spec["filters"]),
                        dense_units=int(spec["dense_units"]), residual=bool(spec["residual"]))
-    raise DataError(f"unknown network kind {kind!r} in a saved model (known: embedder, conv_vae)")
+    raise DataError(f"unknown network kind {kind!r} in a saved model (known: embedder, ensemble, conv_vae)")
 
 
 # ------------------------------------------------------------------- the fitted chain
@@ -203,7 +207,7 @@ def log_model(step: str, image_shape: Sequence[int], *, network: Any = None, cha
 def _features_of(network: Any) -> str:
     if network is None:
         return "pixels"
-    return {"embedder": "embedder", "conv_vae": "vae_mean"}[network.spec["kind"]]
+    return {"embedder": "embedder", "ensemble": "embedder", "conv_vae": "vae_mean"}[network.spec["kind"]]
 
 
 @dataclass

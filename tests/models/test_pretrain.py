@@ -167,3 +167,51 @@ def test_embedding_silences_the_edges_that_contrastive_training_taught_the_netwo
     run = T.get_run(plain["run_id"])
     assert run.data.params["embed_edge_mask"] == "0"
     assert "embed_edge_mask=0 (auto: cuts not centred (pad unknown))" in run.data.tags["nscnet.auto"]
+
+
+def test_an_ensemble_embeds_with_every_network_and_predict_reproduces_it(tracking, tmp_path, data):
+    """ensemble=2: two networks pretrained from their own seeds, each member's embedding L2-normalised
+    side by side; member 0 is the network of a run of one; one DeepCluster epoch trains through both;
+    the saved model rebuilds the ensemble (predict agrees 1.0); an ensemble without pretraining is refused."""
+    import numpy as np
+
+    from nscnet.config import PredictConfig
+    from nscnet.models.backbones import EmbedderEnsemble
+    from nscnet.models.nscnet import run_nscnet
+    from nscnet.models.predict import run_predict
+
+    base = {**TINY, "epochs": 0, "pretrain_epochs": 1, "export": True}
+    one = run_nscnet(NscnetConfig(data=str(data), **base))
+    two = run_nscnet(NscnetConfig(data=str(data), **base, ensemble=2))
+    embeddings = {name: np.load(T.download_artifact(run["run_id"], "embeddings.npy")) for name, run in
+                  (("one", one), ("two", two))}
+    width = TINY["embedding_dim"]
+    assert embeddings["two"].shape == (len(embeddings["one"]), 2 * width)
+    members = embeddings["two"][:, :width], embeddings["two"][:, width:]
+    assert np.allclose(np.linalg.norm(members[0], axis=1), 1, atol=1e-4)
+    normalised = embeddings["one"] / np.linalg.norm(embeddings["one"], axis=1, keepdims=True)
+    assert np.allclose(members[0], normalised, atol=1e-4)  # member 0 = the network of a run of one
+    assert not np.allclose(members[0], members[1], atol=1e-2)  # member 1 learned from its own seed
+    history = {name: [v for _, v in T.metric_history(two["run_id"], name)]
+               for name in ("pretrain_train_loss", "pretrain1_train_loss")}
+    assert all(len(losses) == 1 for losses in history.values()) and history["pretrain_train_loss"] != history[
+        "pretrain1_train_loss"]
+    assert T.get_run(two["run_id"]).data.params["ensemble"] == "2"
+    assert two["nmi_truth"] > 0.3
+    description = T.load_torch_model(two["run_id"])[0]["network"]
+    assert description["kind"] == "ensemble" and len(description["members"]) == 2
+    predicted = run_predict(PredictConfig(run_id=two["run_id"], data=str(data), out=str(tmp_path / "pred"),
+                                          device="cpu"))
+    assert predicted["agreement_with_source"] == 1.0
+    trained = run_nscnet(NscnetConfig(data=str(data), **{**base, "epochs": 1}, ensemble=2))  # the head sees 2 x width
+    assert trained["epochs_trained"] == 1 and trained["nmi_truth"] > 0.3
+    with pytest.raises(ConfigError, match="ensemble=2 trains its networks contrastively in this run"):
+        NscnetConfig(data=str(data), **{**TINY, "pretrain_epochs": 0}, ensemble=2)
+    with pytest.raises(ConfigError, match="at least 2 networks"):
+        EmbedderEnsemble([])
+    from nscnet import defaults
+
+    assert [defaults.auto_ensemble(n) for n in (30, 512, 513, 7652)] == [3, 3, 1, 1]
+    resolved, notes = defaults.resolve(NscnetConfig(data=str(data), ensemble=-1), 50)  # no pretraining: one network
+    assert resolved.ensemble == 1 and notes["ensemble"] == "1 (auto: no pretraining in this run)"
+    assert defaults.resolve(NscnetConfig(data=str(data), ensemble=-1, pretrain_epochs=-1), 2000)[0].ensemble == 1

@@ -29,7 +29,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         # cut at every size measured), min_cluster_size and min_samples from N (nscnet.defaults: sqrt(N)/2,
         # 44 at 7,652 segments; the constants 50 / 10 left small sets all noise, issue 13).
         # ensemble auto: up to 512 segments, 3 networks pretrained from seeds seed..seed+2 embed side by side
-        # (nscnet.defaults.auto_ensemble; +0.019 / +0.010 at 50 / 200, docs/RESULTS.md "Fifth run").
+        # (nscnet.defaults.auto_ensemble; +0.019 / +0.011 at 50 / 200, docs/RESULTS.md "Fifth run").
         # embed_edge_mask auto (not set here: the rule is the same for every run): on centred cuts the
         # network embeds each image with both ends silenced, as far as its SimCLR views were (fourth run).
         # With --epochs N the DeepCluster epochs use the levers below (warm start, re-seeding, lr 1e-3)

@@ -746,8 +746,7 @@ class AutoConfig(Data, StepConfig):
     """`nscnet auto`: candidate recipes on the data, one chosen by a label-free criterion (`nscnet.models.auto`)."""
 
     candidates: str = param("auto", "comma-separated candidate recipes (nscnet.presets.AUTO_CANDIDATES), each a "
-                                    "nested run (auto: pca-kmeans,umap-kmeans,umap-hdbscan, and quality from "
-                                    "1,000 segments on)")
+                                    "nested run (auto: pca-kmeans,umap-kmeans,umap-hdbscan,quality)")
     criterion: str = param("silhouette", "label-free metric that chooses between the candidates "
                                          "(davies_bouldin: lower is better)", choices=AUTO_CRITERIA)
     k: int = param(0, "clusters of every candidate (0 = auto: k-means sqrt(N/2), HDBSCAN its own number)")

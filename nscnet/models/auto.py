@@ -1,7 +1,7 @@
 """`nscnet auto`: a few candidate recipes run on the user's data, one chosen without labels.
 
 The parent run (step `auto`) runs every candidate of `candidates` (`nscnet.presets.AUTO_CANDIDATES`;
-"auto": `presets.auto_candidates`, the deep `quality` preset only from 1,000 segments on)
+"auto": `presets.auto_candidates`, the three pixel recipes and the deep `quality` preset)
 as a nested MLflow run of its own step (BASENet, or NSCNet with a preset), with the same `k`,
 `seed` and size-aware defaults, then picks the candidate with the best label-free `criterion`
 (one of the metrics every clustering run logs; lower is better for davies_bouldin). The parent
@@ -48,10 +48,9 @@ def choose(scores: dict[str, float | None], criterion: str) -> str | None:
 def run_auto(cfg: AutoConfig) -> dict[str, Any]:
     """The `auto` entry point: every candidate a nested run, the choice logged on the parent."""
     from nscnet import presets
-    from nscnet.images.dataset import read_dataset
     from nscnet.steps import STEPS
 
-    names = presets.auto_candidates(cfg.candidates, len(read_dataset(cfg.data)))
+    names = presets.auto_candidates(cfg.candidates)
     if len(names) < 2:
         raise ConfigError(f"candidates={cfg.candidates!r}: give at least 2 candidate recipes to choose between")
     configs = {name: candidate_config(name, cfg) for name in names}  # unknown names fail before any run

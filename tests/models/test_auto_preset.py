@@ -45,12 +45,12 @@ def test_choose_flips_lower_is_better_and_skips_missing():
     assert choose({"a": None}, "silhouette") is None
 
 
-def test_default_candidates_follow_the_data_size():
-    from nscnet.presets import auto_candidates
+def test_default_candidates_are_every_recipe():
+    from nscnet.presets import AUTO_CANDIDATES, auto_candidates
 
-    assert auto_candidates("auto", 200) == ["pca-kmeans", "umap-kmeans", "umap-hdbscan"]
-    assert auto_candidates("auto", 1000)[-1] == "quality"
-    assert auto_candidates(" pca-kmeans, quality ", 50) == ["pca-kmeans", "quality"]
+    assert auto_candidates("auto") == ["pca-kmeans", "umap-kmeans", "umap-hdbscan", "quality"]
+    assert set(auto_candidates("auto")) == set(AUTO_CANDIDATES)
+    assert auto_candidates(" pca-kmeans, quality ") == ["pca-kmeans", "quality"]
 
 
 def test_unknown_candidate_fails_before_any_run(tracking, tmp_path):

@@ -29,7 +29,7 @@ length: benchmarks/features.py --part simclr, docs/RESULTS.md):
 | `pretrain_epoch_size`, `epoch_size` | capped at N (0 keeps "all") |
 | `pca_dim` (-1 = auto: the default of `basenet`) | round(max(sqrt(N), N/16)), between 2 and the step's usual (128; `nscnet`: 256; `pretrain`: 64): 5 at N = 30, 14 at 200, 62 at 1,000, 128 from 2,048 on. A given value (`nscnet`'s default 256, `pretrain`'s 64: not measured on embeddings, kept) is capped at N - 1, and at N/4 when whitened |
 | `epochs` of `pretrain` (0 = auto), `pretrain_epochs` of `nscnet` (-1 = auto; the `quality` preset) | 12 N images drawn, between 2,400 and 6,144, in 1..50 epochs of `epoch_size` / `pretrain_epoch_size` images (capped at N): 48 at N = 50, 12 from 200 to 512, 6 at 1,000, 3 of 2,048 from 2,048 on (`pretrain`'s epochs of all 7,652: 1) |
-| `ensemble` (`nscnet`, -1 = auto: the `quality` preset) | 3 networks pretrained in the run from seeds seed..seed+2, embedded side by side, while the pretraining passes 12 times over the data (N up to 512), else 1 (1 without in-run pretraining): seeds differ most on small data (nmi_truth spread 0.038 at 50 segments, 0.008 at 1,000), and the ensemble gained +0.019 / +0.011 at 50 / 200, +0.008 / +0.001 at 1,000 / 7,652 for 3 times the pretraining (docs/RESULTS.md, "Fifth run") |
+| `ensemble` (`nscnet`, -1 = auto: the `quality` preset) | 3 networks pretrained in the run from seeds seed..seed+2, embedded side by side, while the pretraining passes 12 times over the data (N up to 512), else 1 (1 without in-run pretraining): seeds differ most on small data (nmi_truth spread 0.038 at 50 segments, 0.029 at 500, 0.014 at 750, 0.008 at 1,000), and the ensemble gained +0.019 / +0.011 / +0.029 at 50 / 200 / 500, +0.004 / +0.008 / +0.001 at 750 / 1,000 / 7,652 for 3 times the pretraining (docs/RESULTS.md, "Fifth run") |
 | `embed_edge_mask` (`nscnet`, `pretrain`; -1 = auto) | not from N: the `edge_mask` of the network's contrastive training (96 frames at 512, 24 at 128; 0 for a network never trained contrastively) when the dataset's cuts are centred (`preprocess --pad center`), else 0: a cut from the onset keeps the song's start at the left edge. Silencing both ends when embedding raised UMAP + HDBSCAN of the quality preset's embeddings by +0.010 to +0.017 NMI at 50..7,652 syllables (docs/RESULTS.md, "Fourth run") |
 
 The study's K grid (`k_min`..`k_max`, powers of two) is cut to K <= N - 1 (`k_grid_bounds`:
@@ -114,9 +114,10 @@ def auto_ensemble(n: int) -> int:
     """Networks of NSCNet's `ensemble` (-1 = auto) on N segments: ENSEMBLE_NETWORKS while contrastive
     pretraining passes over the data PRETRAIN_PASSES times (N up to PRETRAIN_IMAGES / PRETRAIN_PASSES
     = 512), else 1. There the networks of different seeds differ most (nmi_truth spread over seeds
-    of the same draw: 0.038 at 50 segments, 0.018 at 200, against 0.008 at 1,000 and 7,652), and
-    the ensemble of 3 gained +0.019 and +0.011 (+0.008 and +0.001 at 1,000 and 7,652, at 3 times
-    the pretraining; docs/RESULTS.md, "Fifth run")."""
+    of the same draw: 0.038 at 50 segments, 0.018 at 200, 0.029 at 500, against 0.014 at 750 and
+    0.008 at 1,000 and 7,652), and the ensemble of 3 gained +0.019, +0.011 and +0.029 (+0.004,
+    +0.008 and +0.001 at 750, 1,000 and 7,652, at 3 times the pretraining; docs/RESULTS.md, "Fifth
+    run")."""
     return ENSEMBLE_NETWORKS if PRETRAIN_PASSES * n <= PRETRAIN_IMAGES else 1
 
 

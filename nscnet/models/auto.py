@@ -48,8 +48,10 @@ def choose(scores: dict[str, float | None], criterion: str) -> str | None:
 def run_auto(cfg: AutoConfig) -> dict[str, Any]:
     """The `auto` entry point: every candidate a nested run, the choice logged on the parent."""
     from nscnet import presets
+    from nscnet.images.dataset import read_dataset
     from nscnet.steps import STEPS
 
+    read_dataset(cfg.data)  # a folder that is not a dataset fails before any run
     names = presets.auto_candidates(cfg.candidates)
     if len(names) < 2:
         raise ConfigError(f"candidates={cfg.candidates!r}: give at least 2 candidate recipes to choose between")

@@ -59,3 +59,18 @@ def test_unknown_candidate_fails_before_any_run(tracking, tmp_path):
         run_auto(AutoConfig(data=str(data), candidates="pca-kmeans,bogus"))
     with pytest.raises(ConfigError, match="at least 2"):
         run_auto(AutoConfig(data=str(data), candidates="pca-kmeans"))
+
+
+def test_a_folder_that_is_not_a_dataset_fails_before_any_run(tracking, tmp_path):
+    from nscnet.config import DataError
+
+    def runs():
+        client = MlflowClient()
+        return [run.info.run_id for experiment in client.search_experiments()
+                for run in client.search_runs([experiment.experiment_id])]
+
+    (tmp_path / "empty").mkdir()
+    before = runs()
+    with pytest.raises(DataError, match="not a dataset folder"):
+        run_auto(AutoConfig(data=str(tmp_path / "empty")))
+    assert runs() == before

@@ -24,6 +24,15 @@ everywhere, then how well each label-free criterion picks the best recipe per dr
         --synth 60:5:20,300:8:10,300:12:0
     PYTHONPATH=$PWD python benchmarks/quality.py --work /tmp/q13 --deep-sizes 50,200,1000 --deep-draws 2
 
+It prints issue 13's target per size: the preset's mean against the best baseline's, and its
+difference from PCA + k-means at K paired by draw. More draws on top of earlier ones, or split
+over parallel jobs: `--first-draw F` (draws F, F + 1, ...) in another work folder, then
+`--merge` its size_rows.json into the table:
+
+    PYTHONPATH=$PWD python benchmarks/quality.py --work /tmp/q13b --sizes 50 --first-draw 6 --draws 10 \
+        --deep-sizes 50 --deep-draws 10
+    PYTHONPATH=$PWD python benchmarks/quality.py --work /tmp/q13 --sizes 50 --draws 6 --merge /tmp/q13b/size_rows.json
+
 `--features birdnet` runs the same recipes on the same draws with BirdNET v2.4 embeddings of each
 syllable's audio in place of the pixels (`nscnet.features.birdnet`, the optional extra
 `nscnet[birdnet]`; model weights CC BY-NC-SA 4.0, non-commercial); the embeddings of all
@@ -322,7 +331,7 @@ def sizes_main(args, work: Path) -> None:
     elif args.features == "birdnet-zeropad":
         matrix, set_name = birdnet_matrix(data, work, context=False), "bengalese finch, birdnet zero-padded"
     for size in [int(s) for s in args.sizes.split(",") if s]:
-        draws = [0] if size == 0 or size >= len(labels) else range(args.draws)
+        draws = [0] if size == 0 or size >= len(labels) else range(args.first_draw, args.first_draw + args.draws)
         for draw in draws:
             n = len(labels) if size == 0 else min(size, len(labels))
             if (set_name, n, draw) in done:
@@ -333,7 +342,8 @@ def sizes_main(args, work: Path) -> None:
             rows_file.write_text(json.dumps(rows, indent=1, default=float))
     os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{work / 'mlflow.db'}")
     for size in [int(s) for s in args.deep_sizes.split(",") if s]:  # the deep preset, one NSCNet run a draw
-        for draw in range(args.deep_full_seeds if size == 0 else args.deep_draws):  # all N: draw = the seed
+        draws = range(args.deep_full_seeds) if size == 0 else range(args.first_draw, args.first_draw + args.deep_draws)
+        for draw in draws:  # all N: draw = the seed
             n = len(labels) if size == 0 else size
             if any((r["set"], r["n"], r["seed"], r["configuration"]) == ("bengalese finch", n, draw, DEEP_RECIPE)
                    for r in rows):
@@ -346,7 +356,34 @@ def sizes_main(args, work: Path) -> None:
         if (name, len(truth), 0) not in done:
             rows += size_rows(str(folder), None, truth, len(np.unique(truth)), 0, name)
             rows_file.write_text(json.dumps(rows, indent=1, default=float))
+    for other in filter(None, args.merge.split(",")):  # rows of other calls (e.g. draws run in parallel)
+        rows += [r for r in json.loads(Path(other).read_text()) if r not in rows]
     print_size_table(rows)
+
+
+def print_margins(rows: list[dict], groups: list[tuple[str, int]]) -> None:
+    """Issue 13's target per set and size: the deep preset's mean nmi_truth against the best
+    baseline's mean [target >= +0.03], and, paired by draw, against PCA + k-means at K
+    [never below]: mean difference ± its standard error, and on how many draws it is above."""
+    baselines = [name for name in SIZE_RECIPES if name.endswith("(baseline)")]
+    for set_name, n in groups:
+        def by_draw(name):
+            return {r["seed"]: r["nmi_truth"] for r in rows
+                    if (r["set"], r["n"], r["configuration"]) == (set_name, n, name)}
+        deep = by_draw(DEEP_RECIPE)
+        base = {name: by_draw(name) for name in baselines}
+        draws = sorted(set(deep).intersection(*base.values()))
+        if not draws:
+            continue
+        preset = np.array([deep[d] for d in draws])
+        best_name = max(baselines, key=lambda name: np.mean([base[name][d] for d in draws]))
+        best = np.mean([base[best_name][d] for d in draws])
+        paired = preset - np.array([base[baselines[0]][d] for d in draws])
+        se = paired.std(ddof=1) / np.sqrt(len(draws)) if len(draws) > 1 else float("nan")
+        print(f"  {set_name}, N {n}, {len(draws)} draws: preset {preset.mean():.3f} against the best baseline "
+              f"({best_name}) {best:.3f}: {preset.mean() - best:+.3f}  [target >= +0.03]; against "
+              f"{baselines[0]}, paired: {paired.mean():+.3f} ± {se:.3f} (se), above on {int((paired > 0).sum())} "
+              f"of {len(draws)} draws  [never below]")
 
 
 def print_size_table(rows: list[dict]) -> None:
@@ -362,6 +399,7 @@ def print_size_table(rows: list[dict]) -> None:
             cells.append(f"{nmi.mean():.3f} ± {nmi.std():.3f}" if len(nmi) else "-")
         draws = len({r["seed"] for r in rows if (r["set"], r["n"]) == (set_name, n)})
         print(f"| {set_name} | {n} | {draws} | " + " | ".join(cells) + " |")
+    print_margins(rows, groups)
     print("\nCPU minutes per run (mean over every set):")
     for name in names:
         print(f"  {name:42s} {np.mean([r['cpu_minutes'] for r in rows if r['configuration'] == name]):.3f}")
@@ -405,6 +443,8 @@ def main() -> None:
     parser.add_argument("--deep-sizes", default="", help="--sizes: subset sizes for the deep preset (quality, "
                                                          "minutes of CPU each), e.g. 50,200")
     parser.add_argument("--deep-draws", type=int, default=2, help="--sizes: seeded draws per deep subset size")
+    parser.add_argument("--first-draw", type=int, default=0, help="--sizes: the first draw's seed (draws first, "
+                        "first + 1, ...: more draws in parallel jobs, or on top of earlier ones)")
     parser.add_argument("--deep-full-seeds", type=int, default=1, help="--deep-sizes 0 (all segments): seeds of the "
                         "deep preset on the full set")
     parser.add_argument("--features", default="pixels", choices=("pixels", "birdnet", "birdnet-zeropad"),

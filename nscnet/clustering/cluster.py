@@ -526,7 +526,9 @@ def silhouette(x: np.ndarray, labels: np.ndarray, *, sample_size: int = 5000, se
     rows = np.arange(n) if n <= sample_size else np.sort(
         np.random.default_rng(seed).choice(n, size=sample_size, replace=False))
     total = 0.0
-    step = max(1, (1 << 22) // n)  # rows per chunk: a (step, N) float64 block of about 32 MB
+    # rows per chunk: a (step, N) float64 block of about 8 MB, which the passes below (sqrt, reduceat)
+    # read while it is still in cache: 20-30% faster on 7,652 points than 32 MB blocks (docs/clustering.md)
+    step = max(1, (1 << 20) // n)
     for first in range(0, len(rows), step):
         chunk = rows[first:first + step]
         q = x[chunk]

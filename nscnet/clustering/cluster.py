@@ -107,7 +107,7 @@ def _small_pages():
     find huge pages at first touch: filling a fresh 234 MB array took 2.8-2.9 s there, against
     0.10-0.13 s in 4 KB pages (docs/clustering.md). No effect where numpy lacks the switch."""
     try:
-        from numpy._core.multiarray import _get_madvise_hugepage, _set_madvise_hugepage
+        from numpy._core.multiarray import _set_madvise_hugepage
     except ImportError:  # numpy < 2
         yield
         return

@@ -73,6 +73,20 @@ def test_seeding_from_the_distance_matrix_is_seeding_from_a_product_per_step():
     assert len(set(rows)) == 40  # distinct data points
 
 
+def test_the_distance_matrix_is_allocated_in_small_pages_and_numpy_is_left_as_it_was():
+    # numpy's huge-page advice is off only while the seeding allocates its (N, N) matrix
+    multiarray = pytest.importorskip("numpy._core.multiarray")
+    from nscnet.clustering.cluster import _small_pages
+
+    before = multiarray._set_madvise_hugepage(True)
+    try:
+        with _small_pages():
+            assert multiarray._set_madvise_hugepage(False) is False  # off inside (the call reports the old value)
+        assert multiarray._set_madvise_hugepage(True) is True  # restored after
+    finally:
+        multiarray._set_madvise_hugepage(before)
+
+
 def test_a_sweep_seeds_once_at_its_largest_k_and_each_k_starts_from_the_first_k_seeds():
     # k-means++ is sequential: the first k of the largest K's seeds are the k-means++ seeds of k
     # (with the largest K's greedy trials), so every K of a sweep starts from them

@@ -12,7 +12,7 @@ Prints, each with its target:
    matrix, in this process [<= 2x]; then where the run's time went (MLflow's own timings);
 2. a `basenet` K sweep 64, 128, ..., 2048 (given the PCA features, as a study trial is) against
    the bare matrix products of the Lloyd iterations it runs (one (N, d) x (d, K) product per
-   iteration; faiss stops early, so they are counted) at this machine's sgemm rate, measured
+   iteration; Lloyd stops once the assignments settle, so they are counted) at this machine's sgemm rate, measured
    here [<= 1.5x];
    --check-inertia: each K's inertia against scikit-learn's KMeans (k-means++, same n_init)
    [within 1%];
@@ -66,6 +66,8 @@ def main() -> None:
     parser.add_argument("--check-inertia", action="store_true", help="scikit-learn k-means++ at each K (slow)")
     parser.add_argument("--silhouette-samples", action="store_true", help="silhouette per K on samples vs all")
     parser.add_argument("--skip-run", action="store_true", help="only the K sweep")
+    parser.add_argument("--backend", default="faiss", choices=("faiss", "torch"),
+                        help="the sweep's k-means backend (torch: import torch first, as in a process that trains)")
     args = parser.parse_args()
     import logging
 
@@ -74,7 +76,7 @@ def main() -> None:
     from sklearn.preprocessing import StandardScaler
 
     from nscnet.runs import tracking
-    from nscnet.clustering.cluster import FAISS_ITERATIONS, free_cores, kmeans, sweep_seeds
+    from nscnet.clustering.cluster import LLOYD_ITERATIONS, free_cores, kmeans, sweep_seeds
     from nscnet.config import BasenetConfig, replace
     from nscnet.images.dataset import read_dataset
     from nscnet.models.basenet import compute_features, evaluation_params, run_basenet
@@ -117,23 +119,28 @@ def main() -> None:
     x = np.ascontiguousarray(processed, dtype=np.float32)
     rate = sgemm_rate(x)
     n, d = processed.shape
-    sweep = replace(paper, k_values=SWEEP, kmeans_backend="faiss")
+    sweep = replace(paper, k_values=SWEEP, kmeans_backend=args.backend)
+    if args.backend == "torch":  # a process that trains has torch loaded; its import (about 1.3 s) is not timed
+        started = time.perf_counter()
+        import torch  # noqa: F401
+
+        print(f"   import torch {time.perf_counter() - started:.2f} s (not part of the sweep's time)")
     started = time.perf_counter()
     metrics = run_basenet(sweep, features=features)
     seconds = time.perf_counter() - started
     png_wait = _wait_pngs(tracking)  # the sweep's PNG copies: drawn now, not during the timings below
-    # the Lloyd iterations the sweep ran: faiss stops once assignments settle, so they are
+    # the Lloyd iterations the sweep ran: they stop once the assignments settle, so they are
     # counted by clustering again, outside the timing, from the same shared seeds (same results)
     started = time.perf_counter()
-    seeds = sweep_seeds(x, SWEEP, n_init=paper.n_init, seed=paper.seed, backend="faiss")
+    seeds = sweep_seeds(x, SWEEP, n_init=paper.n_init, seed=paper.seed, backend=args.backend)
     seeding = time.perf_counter() - started
-    iterations = {k: kmeans(x, k, n_init=paper.n_init, seed=paper.seed, backend="faiss", seeds=seeds).iterations
+    iterations = {k: kmeans(x, k, n_init=paper.n_init, seed=paper.seed, backend=args.backend, seeds=seeds).iterations
                   for k in SWEEP}
     flops = sum(iterations[k] * 2 * n * k * d for k in SWEEP)
     bound = flops / rate
-    print(f"2. basenet K sweep {SWEEP[0]}..{SWEEP[-1]} ({len(SWEEP)} K, n_init {paper.n_init}, faiss): {seconds:.2f} s; "
+    print(f"2. basenet K sweep {SWEEP[0]}..{SWEEP[-1]} ({len(SWEEP)} K, n_init {paper.n_init}, {args.backend}): {seconds:.2f} s; "
           f"Lloyd iterations run {sum(iterations.values())} ({', '.join(f'K={k}: {v}' for k, v in iterations.items())}; "
-          f"at most {FAISS_ITERATIONS} a restart); their bare products {flops / 1e9:.0f} GFLOP at {rate / 1e9:.1f} "
+          f"at most {LLOYD_ITERATIONS} a restart); their bare products {flops / 1e9:.0f} GFLOP at {rate / 1e9:.1f} "
           f"GFLOP/s = {bound:.2f} s -> {seconds / bound:.2f}x  [target <= 1.5x]")
     print(f"   selected_k {metrics['selected_k']} (silhouette {metrics['silhouette']:.4f}), "
           f"cluster_seconds {metrics['cluster_seconds']:.2f}; of it, the k-means++ seeding at K={SWEEP[-1]} "
@@ -162,7 +169,7 @@ def main() -> None:
         print("   silhouette per K: all points; scikit-learn's sample_size= (the sample clustered alone); "
               "nscnet's estimate (sampled points against all points); mean +- sd over 5 seeds")
         for k in SWEEP:
-            labels = kmeans(processed, k, n_init=paper.n_init, seed=0, backend="faiss").labels
+            labels = kmeans(processed, k, n_init=paper.n_init, seed=0).labels
             full = silhouette_score(processed, labels)
             row = []
             for size in (1000, 2000, 5000):

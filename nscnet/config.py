@@ -251,7 +251,7 @@ class Cluster(Group):
     k: int = param(0, "number of clusters (0 = auto: k-means sqrt(N/2), 2..64, N = segments; HDBSCAN finds "
                       "its own number; given, HDBSCAN's tree is cut to k clusters)", search="pow2")
     n_init: int = param(3, "k-means restarts (k-means++ init)")
-    kmeans_backend: str = param("auto", "k-means implementation", choices=("auto", "sklearn", "faiss"))
+    kmeans_backend: str = param("auto", "k-means implementation", choices=("auto", "sklearn", "faiss", "torch"))
     min_samples: int = param(0, "OPTICS / HDBSCAN min_samples (0 = auto: = min_cluster_size)")
     min_cluster_size: int = param(0, "HDBSCAN (and OPTICS) min_cluster_size (0 = auto: sqrt(N)/2, at least 2)")
     assign_noise: bool = param(False, "OPTICS / HDBSCAN: give every noise point the cluster of its nearest "

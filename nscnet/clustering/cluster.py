@@ -3,10 +3,10 @@
 Pure functions of arrays: no MLflow here. Labels are integer arrays of shape (N,), `-1` marks
 noise (OPTICS / HDBSCAN only).
 
-- `kmeans`: k-means++ with scikit-learn, or k-means++ seeds + faiss Lloyd iterations (much
-  faster at large K, same inertia within 1%);
-  `backend="auto"` picks faiss for K >= FAISS_MIN_K, where benchmarks/cluster.py measured it
-  faster with the same inertia within 1%. Both run on the cores that are actually free.
+- `kmeans`: k-means++ with scikit-learn, or greedy k-means++ seeds (`kmeans_plusplus_restarts`)
+  + Lloyd iterations in torch (`nscnet.clustering.kmeans_torch`, CPU or GPU) or faiss (much
+  faster than scikit-learn at large K, same inertia within 1%); `backend="auto"` picks torch on
+  a GPU, faiss for K >= FAISS_MIN_K on a CPU. All run on the cores that are actually free.
 - `fit_clusters`: dispatches on `params.algorithm` (kmeans | optics | hdbscan). HDBSCAN with
   `k` given (> 0) returns exactly k clusters: its condensed tree cut horizontally to k
   (`hdbscan_cut`); with k = 0 it finds the number itself (excess of mass). `assign_noise`
@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
+import scipy.sparse
 from sklearn import metrics as skm
 from sklearn.cluster import HDBSCAN, OPTICS, KMeans
 from threadpoolctl import ThreadpoolController
@@ -41,7 +42,7 @@ NOISE = -1
 # faiss wins from about this K on (benchmarks/cluster.py, 7,652 x 128, n_init 3: K=64 sklearn
 # 0.6 s, faiss 1.1 s; K=128 1.9 s vs 1.3 s; K=2048 28.6 s vs 16.0 s; inertia within 0.1%).
 FAISS_MIN_K = 128
-FAISS_ITERATIONS = 50  # Lloyd iterations; k-means on these features converges well before
+LLOYD_ITERATIONS = 50  # Lloyd iterations; k-means on these features converges well before
 # k-means++ seeding reads its candidates' rows of the Gram matrix when it takes at most this
 # (float32 N x N: N up to 11,585), else makes them with a product per step (`kmeans_plusplus_restarts`)
 GRAM_MAX_BYTES = 1 << 29
@@ -204,7 +205,7 @@ def sweep_seeds(features: np.ndarray, ks: Sequence[int], *, n_init: int, seed: i
     (2 + log K), so a K of the sweep starts from slightly better seeds than a run at that K
     alone would (the same inertia within 0.2% after Lloyd, docs/clustering.md).
     """
-    if backend not in ("auto", "faiss") or _faiss() is None:
+    if backend not in ("auto", "faiss", "torch") or (backend != "torch" and _faiss() is None):
         return None
     top = max(ks)
     if backend == "auto" and top < FAISS_MIN_K:
@@ -230,7 +231,7 @@ def _kmeans_faiss(x: np.ndarray, k: int, n_init: int, seed: int, init: np.ndarra
         starts = kmeans_plusplus_restarts(x, k, seeds=restart_seeds(seed, n_init))
     for restart, start in enumerate(starts):
         # no subsampling (faiss keeps only 256 * k points by default), no warning for few points
-        km = faiss.Kmeans(d, k, niter=FAISS_ITERATIONS, seed=seed + restart, min_points_per_centroid=1,
+        km = faiss.Kmeans(d, k, niter=LLOYD_ITERATIONS, seed=seed + restart, min_points_per_centroid=1,
                           max_points_per_centroid=max(n, 256), verbose=False)
         km.train(x, init_centroids=start)
         iterations += len(km.iteration_stats)  # faiss stops once the assignment no longer changes
@@ -287,31 +288,58 @@ def kmeans(features: np.ndarray, k: int, *, n_init: int = 3, seed: int = 0, init
     init: optional (k, D) warm-start centroids (one run from them instead of n_init restarts).
     seeds: k-means++ seeds of a larger K, one array per restart (`sweep_seeds`); the faiss
     backend starts each restart from their first k rows instead of seeding k itself.
-    backend: "sklearn" (k-means++), "faiss", or "auto" (faiss for k >= FAISS_MIN_K when installed;
-    on a CUDA `device`, `nscnet.clustering.kmeans_torch` on the GPU); "torch" runs `nscnet.clustering.kmeans_torch` on
-    `device` (default CPU).
+    backend: "sklearn" (k-means++), "faiss" (greedy k-means++ seeds, faiss' Lloyd iterations),
+    "torch" (the same seeds, Lloyd iterations of `nscnet.clustering.kmeans_torch` on `device`,
+    default CPU) or "auto" (torch on a CUDA `device`; on a CPU faiss for k >= FAISS_MIN_K when
+    installed, else sklearn). On a CPU, alone, torch's Lloyd iterations were faster than faiss'
+    (K sweep 64..2048 on 7,652 x 128, same seeds and inertia: 1.16 s against 1.60 s), but a whole
+    sweep run was slower with them (6.2 s against 5.3 s, benchmarks/basenet.py --backend torch)
+    and importing torch costs about 1.3 s a process, so auto keeps faiss there (docs/clustering.md).
     """
     x = np.asarray(features, dtype=np.float32)
     _check_k(k, len(x))
     if init is not None and np.shape(init) != (k, x.shape[1]):
         raise ConfigError(f"init centroids have shape {np.shape(init)}, expected ({k}, {x.shape[1]})")
     on_gpu = device is not None and str(device).startswith("cuda")
-    if backend == "torch" or (backend == "auto" and on_gpu):
-        from nscnet.clustering.kmeans_torch import kmeans_torch
-
-        return kmeans_torch(x, k, n_init=n_init, seed=seed, init=init, device=device or "cpu")
     if backend == "auto":
-        backend = "faiss" if (k >= FAISS_MIN_K and _faiss() is not None) else "sklearn"
+        if on_gpu:
+            backend = "torch"
+        else:
+            backend = "faiss" if (k >= FAISS_MIN_K and _faiss() is not None) else "sklearn"
     if backend == "faiss" and _faiss() is None:
         raise ConfigError("kmeans_backend=faiss but faiss is not installed (pip install faiss-cpu)")
-    if backend not in ("sklearn", "faiss"):
-        raise ConfigError(f"kmeans_backend={backend!r} is not one of auto, sklearn, faiss")
+    if backend not in ("sklearn", "faiss", "torch"):
+        raise ConfigError(f"kmeans_backend={backend!r} is not one of auto, sklearn, faiss, torch")
+    if seeds is not None and (len(seeds) != n_init or any(len(s) < k for s in seeds)):
+        raise ConfigError(f"seeds: {len(seeds)} arrays for n_init={n_init}, each needs >= {k} rows")
+    if backend == "torch":
+        return _kmeans_torch(x, k, n_init, seed, init, seeds, device)
     with _threads(free_cores()):
         if backend == "faiss":
-            if seeds is not None and (len(seeds) != n_init or any(len(s) < k for s in seeds)):
-                raise ConfigError(f"seeds: {len(seeds)} arrays for n_init={n_init}, each needs >= {k} rows")
             return _kmeans_faiss(x, k, n_init, seed, init, seeds)
         return _kmeans_sklearn(x, k, n_init, seed, init)
+
+
+def _kmeans_torch(x: np.ndarray, k: int, n_init: int, seed: int, init: np.ndarray | None,
+                  seeds: Sequence[np.ndarray] | None, device: Any) -> KMeansResult:
+    """Lloyd iterations of `nscnet.clustering.kmeans_torch` from the k-means++ seeds of this module
+    (or `init`, or a sweep's `seeds`); on a CPU on the free cores."""
+    import torch
+
+    from nscnet.clustering.kmeans_torch import kmeans_torch
+
+    on_gpu = device is not None and str(device).startswith("cuda")
+    cores = free_cores()
+    kept = torch.get_num_threads()
+    with _threads(cores):
+        torch.set_num_threads(cores)
+        try:
+            starts = seeds
+            if init is None and seeds is None and not on_gpu:  # on a GPU, kmeans_torch seeds there
+                starts = kmeans_plusplus_restarts(x, k, seeds=restart_seeds(seed, n_init))
+            return kmeans_torch(x, k, n_init=n_init, seed=seed, init=init, device=device or "cpu", starts=starts)
+        finally:
+            torch.set_num_threads(kept)
 
 
 def _summary(labels: np.ndarray) -> tuple[int, float]:
@@ -498,12 +526,13 @@ def noise_warning(algorithm: str, n_clusters: int, noise: float, *, min_cluster_
 
 
 def internal_metrics(features: np.ndarray, labels: np.ndarray, *, sample_size: int = 5000,
-                     seed: int = 0) -> dict[str, Any]:
+                     seed: int = 0, silhouette_value: Any = "compute") -> dict[str, Any]:
     """Label-free quality of a clustering of features (N, D).
 
     silhouette: noise points excluded; on a seeded sample of `sample_size` points when more
-    remain. silhouette, davies_bouldin and calinski_harabasz are None when fewer than 2
-    clusters (or every point its own cluster) remain.
+    remain; `silhouette_value`, when given, is this clustering's silhouette already measured
+    (`silhouettes`, as a K sweep does for all its K at once). silhouette, davies_bouldin and
+    calinski_harabasz are None when fewer than 2 clusters (or every point its own cluster) remain.
     """
     x = np.asarray(features)
     labels = np.asarray(labels)
@@ -516,7 +545,8 @@ def internal_metrics(features: np.ndarray, labels: np.ndarray, *, sample_size: i
         return out
     out["davies_bouldin"] = davies_bouldin(x, kept)
     out["calinski_harabasz"] = float(skm.calinski_harabasz_score(x, kept))
-    out["silhouette"] = silhouette(x, kept, sample_size=sample_size, seed=seed)
+    out["silhouette"] = (silhouette(x, kept, sample_size=sample_size, seed=seed)
+                         if isinstance(silhouette_value, str) else silhouette_value)
     return out
 
 
@@ -532,40 +562,56 @@ def silhouette(x: np.ndarray, labels: np.ndarray, *, sample_size: int = 5000, se
     the 7,652 syllables at K = 2,048 its 5,000 sample gave 0.0142 against 0.0299 for all points,
     which favours small K in a sweep (benchmarks/basenet.py --silhouette-samples, docs/clustering.md).
     """
+    return silhouettes(x, [labels], sample_size=sample_size, seed=seed)[0]
+
+
+def silhouettes(x: np.ndarray, labelings: Sequence[np.ndarray], *, sample_size: int = 5000,
+                seed: int = 0) -> list[float | None]:
+    """`silhouette(x, labels)` of each labeling of the same points (no noise), the sampled points'
+    distances to all points made once for all of them (a K sweep: one (sample, N) distance matrix,
+    not one per K; each labeling then costs one sparse product of the distances with its
+    (N, K) membership matrix: 6 K of a sweep 64..2048 on 7,652 x 128 in 0.69 s, was 1.84 s).
+    """
     x = np.asarray(x, dtype=np.float64)
-    _, codes = np.unique(labels, return_inverse=True)
-    n, k = len(x), int(codes.max()) + 1 if len(codes) else 0
-    if not 2 <= k <= n - 1:
-        return None
-    counts = np.bincount(codes, minlength=k)
-    order = np.argsort(codes, kind="stable")
-    columns = x[order]  # all points, grouped by cluster: per-cluster sums by np.add.reduceat
-    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    squares = np.einsum("ij,ij->i", columns, columns)
+    n = len(x)
+    out: list[float | None] = [None] * len(labelings)
+    groups = []  # (index, codes, counts, membership) of each labeling with a silhouette
+    for i, labels in enumerate(labelings):
+        _, codes = np.unique(np.asarray(labels), return_inverse=True)
+        k = int(codes.max()) + 1 if len(codes) else 0
+        if 2 <= k <= n - 1:
+            membership = scipy.sparse.csr_matrix((np.ones(n), (codes, np.arange(n))), shape=(k, n))
+            groups.append((i, codes, np.bincount(codes, minlength=k), membership))
+    if not groups:
+        return out
+    squares = np.einsum("ij,ij->i", x, x)
     rows = np.arange(n) if n <= sample_size else np.sort(
         np.random.default_rng(seed).choice(n, size=sample_size, replace=False))
-    total = 0.0
-    # rows per chunk: a (step, N) float64 block of about 8 MB, which the passes below (sqrt, reduceat)
-    # read while it is still in cache: 20-30% faster on 7,652 points than 32 MB blocks (docs/clustering.md)
+    totals = np.zeros(len(groups))
+    # rows per chunk: a (step, N) float64 block of about 8 MB, which the passes below (sqrt, the
+    # sparse products) read while it is still in cache: 20-30% faster on 7,652 points than 32 MB blocks
     step = max(1, (1 << 20) // n)
     for first in range(0, len(rows), step):
         chunk = rows[first:first + step]
         q = x[chunk]
-        distances = np.einsum("ij,ij->i", q, q)[:, None] + squares[None, :] - 2 * q @ columns.T
+        distances = np.einsum("ij,ij->i", q, q)[:, None] + squares[None, :] - 2 * q @ x.T
         np.sqrt(np.maximum(distances, 0, out=distances), out=distances)
-        sums = np.add.reduceat(distances, starts, axis=1)  # (chunk, K): distance to each cluster
-        own = codes[chunk]
-        mates = counts[own] - 1
         index = np.arange(len(chunk))
-        a = sums[index, own] / np.maximum(mates, 1)
-        sums /= counts
-        sums[index, own] = np.inf
-        b = sums.min(axis=1)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            values = np.nan_to_num((b - a) / np.maximum(a, b))
-        values[mates == 0] = 0.0  # a point alone in its cluster scores 0 (Rousseeuw; scikit-learn)
-        total += float(values.sum())
-    return total / len(rows)
+        for j, (_, codes, counts, membership) in enumerate(groups):
+            sums = (membership @ distances.T).T  # (chunk, K): distance to each cluster
+            own = codes[chunk]
+            mates = counts[own] - 1
+            a = sums[index, own] / np.maximum(mates, 1)
+            sums /= counts
+            sums[index, own] = np.inf
+            b = sums.min(axis=1)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                values = np.nan_to_num((b - a) / np.maximum(a, b))
+            values[mates == 0] = 0.0  # a point alone in its cluster scores 0 (Rousseeuw; scikit-learn)
+            totals[j] += float(values.sum())
+    for j, (i, *_) in enumerate(groups):
+        out[i] = float(totals[j] / len(rows))
+    return out
 
 
 def davies_bouldin(x: np.ndarray, labels: np.ndarray) -> float:

@@ -21,8 +21,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from nscnet.clustering.cluster import (ClusterResult, fit_clusters, internal_metrics, noise_warning, sweep_seeds,
-                                       truth_metrics)
+from nscnet.clustering.cluster import (NOISE, ClusterResult, fit_clusters, internal_metrics, noise_warning,
+                                       silhouettes, sweep_seeds, truth_metrics)
 from nscnet.features.postprocess import postprocess
 from nscnet.report import plots
 from nscnet.report.export import write_exports
@@ -42,12 +42,15 @@ def cluster_features(features: np.ndarray, params: Any, *, k: int | None = None,
     return result.labels, processed, result
 
 
-def score(processed: np.ndarray, result: ClusterResult, params: Any, truth: np.ndarray | None = None) -> dict[str, Any]:
-    """Metrics of one clustering: inertia (k-means), internal metrics, *_truth when truth is given."""
+def score(processed: np.ndarray, result: ClusterResult, params: Any, truth: np.ndarray | None = None, *,
+          silhouette_value: Any = "compute") -> dict[str, Any]:
+    """Metrics of one clustering: inertia (k-means), internal metrics, *_truth when truth is given
+    (`silhouette_value`: its silhouette when already measured, `internal_metrics`)."""
     metrics: dict[str, Any] = {}
     if result.inertia is not None:
         metrics["inertia"] = result.inertia
-    metrics.update(internal_metrics(processed, result.labels, sample_size=params.silhouette_sample, seed=params.seed))
+    metrics.update(internal_metrics(processed, result.labels, sample_size=params.silhouette_sample, seed=params.seed,
+                                    silhouette_value=silhouette_value))
     if truth is not None:
         metrics.update(truth_metrics(result.labels, truth))
     return metrics
@@ -173,11 +176,15 @@ def evaluate_and_log(features: np.ndarray, dataset: Any, params: Any, *, embeddi
             shared["seeds"] = sweep_seeds(processed, values, n_init=params.n_init, seed=params.seed,
                                           backend=params.kmeans_backend)
         for value in console.bar(values, desc=f"sweep {name}", unit=name):
-            result = fit_clusters(processed, params, **{name: value}, **shared)
-            row = score(processed, result, params, truth)
+            results.append(fit_clusters(processed, params, **{name: value}, **shared))
+        measured: list[Any] = ["compute"] * len(values)
+        if not any((r.labels == NOISE).any() for r in results):  # the same points: one distance pass for all
+            measured = silhouettes(processed, [r.labels for r in results], sample_size=params.silhouette_sample,
+                                   seed=params.seed)
+        for value, result, silhouette_value in zip(values, results, measured):
+            row = score(processed, result, params, truth, silhouette_value=silhouette_value)
             tracking.log_metrics(row, step=value)  # the swept value is the step
             rows.append(row)
-            results.append(result)
         series = {m: [r.get(m) for r in rows] for m in ("inertia", "silhouette", "n_clusters", "noise_fraction",
                                                          "nmi_truth") if any(r.get(m) is not None for r in rows)}
         if name == "k":

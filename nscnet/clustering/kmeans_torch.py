@@ -18,18 +18,23 @@ tests/clustering/test_kmeans_torch.py.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
 
-from nscnet.clustering.cluster import FAISS_ITERATIONS, KMeansResult
+from nscnet.clustering.cluster import LLOYD_ITERATIONS, KMeansResult
 from nscnet.config import ConfigError
 
-CHUNK_BYTES = 256 << 20  # the (rows, k) distance block of one chunk: 256 MB at most
+CHUNK_BYTES = 256 << 20  # the (rows, k) distance block of one chunk on a GPU: 256 MB at most
+# on a CPU a block that stays in cache while `min` reads it: 4 MB (7,652 x 128, K sweep 64..2048,
+# 3 restarts: Lloyd 1.16 s against 1.64 s with 256 MB blocks and 1.82 s in faiss; docs/clustering.md)
+CPU_CHUNK_BYTES = 4 << 20
 
 
-def _chunk_rows(n: int, k: int) -> int:
+def _chunk_rows(n: int, k: int, device: torch.device | None = None) -> int:
+    if device is not None and device.type == "cpu":
+        return max(256, min(n, CPU_CHUNK_BYTES // (4 * max(k, 1))))
     return max(1024, min(n, CHUNK_BYTES // (4 * max(k, 1))))
 
 
@@ -40,7 +45,7 @@ def _nearest(x: torch.Tensor, squares: torch.Tensor, centroids: torch.Tensor
     c_squares = (centroids * centroids).sum(dim=1)
     labels = torch.empty(n, dtype=torch.int64, device=x.device)
     distances = torch.empty(n, dtype=torch.float32, device=x.device)
-    step = _chunk_rows(n, k)
+    step = _chunk_rows(n, k, x.device)
     for start in range(0, n, step):
         block = x[start:start + step]
         d = torch.addmm(c_squares[None, :], block, centroids.T, alpha=-2.0)  # ||c||^2 - 2 x.c
@@ -76,13 +81,16 @@ def kmeans_plusplus_torch(x: torch.Tensor, k: int, *, generator: torch.Generator
 
 
 def _lloyd(x: torch.Tensor, squares: torch.Tensor, centroids: torch.Tensor, iterations: int
-           ) -> tuple[torch.Tensor, torch.Tensor, float]:
+           ) -> tuple[torch.Tensor, torch.Tensor, float, int]:
+    """(labels, centroids, inertia, assignment passes run) of Lloyd iterations from `centroids`."""
     k, d = centroids.shape
     labels = None
+    passes = 0
     for _ in range(iterations):
         new_labels, distances = _nearest(x, squares, centroids)
-        if labels is not None and torch.equal(new_labels, labels):
-            break
+        passes += 1
+        if labels is not None and torch.equal(new_labels, labels):  # settled: these are the final labels
+            return labels, centroids, float(distances.double().sum().item()), passes
         labels = new_labels
         sums = torch.zeros((k, d), dtype=torch.float32, device=x.device).index_add_(0, labels, x)
         counts = torch.bincount(labels, minlength=k).to(torch.float32)
@@ -92,15 +100,18 @@ def _lloyd(x: torch.Tensor, squares: torch.Tensor, centroids: torch.Tensor, iter
             far = torch.topk(distances, int(empty.sum().item())).indices
             centroids[empty] = x[far]
     labels, distances = _nearest(x, squares, centroids)
-    return labels, centroids, float(distances.double().sum().item())
+    return labels, centroids, float(distances.double().sum().item()), passes + 1
 
 
 def kmeans_torch(features: Any, k: int, *, n_init: int = 3, seed: int = 0, init: Any = None,
-                 iterations: int = FAISS_ITERATIONS, device: str | torch.device | None = None) -> KMeansResult:
+                 iterations: int = LLOYD_ITERATIONS, device: str | torch.device | None = None,
+                 starts: Sequence[Any] | None = None) -> KMeansResult:
     """k-means of features (N, D) (numpy or torch) into k clusters on `device` (default: the
     features' device, CPU for numpy); numpy results, as `nscnet.clustering.cluster.kmeans`.
 
     init: optional (k, D) warm-start centroids (one run from them instead of n_init restarts).
+    starts: optional start centroids of each restart, each (>= k, D), their first k rows used
+    (`nscnet.clustering.cluster.kmeans` passes the numpy k-means++ seeds, or a K sweep's).
     """
     x = torch.as_tensor(np.asarray(features, dtype=np.float32) if not torch.is_tensor(features) else features)
     device = torch.device(device) if device is not None else x.device
@@ -112,13 +123,23 @@ def kmeans_torch(features: Any, k: int, *, n_init: int = 3, seed: int = 0, init:
         raise ConfigError(f"init centroids have shape {tuple(np.shape(init))}, expected ({k}, {x.shape[1]})")
     squares = (x * x).sum(dim=1)
     best: tuple[torch.Tensor, torch.Tensor, float] | None = None
-    starts = [torch.as_tensor(np.asarray(init, dtype=np.float32), device=device)] if init is not None else [None] * n_init
+    if init is not None:
+        starts = [init]
+    elif starts is not None:
+        starts = [np.asarray(start, dtype=np.float32)[:k] for start in starts]
+    else:
+        starts = [None] * n_init
+    passes = 0
     for restart, start in enumerate(starts):
         if start is None:
             generator = torch.Generator(device="cpu").manual_seed(int(seed) + restart)
             start = kmeans_plusplus_torch(x, k, generator=generator)
-        labels, centroids, inertia = _lloyd(x, squares, start.clone(), iterations)
+        else:
+            start = torch.as_tensor(np.asarray(start, dtype=np.float32), device=device)
+        labels, centroids, inertia, run = _lloyd(x, squares, start.clone(), iterations)
+        passes += run
         if best is None or inertia < best[2]:
             best = (labels, centroids, inertia)
     labels, centroids, inertia = best
-    return KMeansResult(labels.cpu().numpy().astype(np.int64), centroids.cpu().numpy().astype(np.float32), inertia)
+    return KMeansResult(labels.cpu().numpy().astype(np.int64), centroids.cpu().numpy().astype(np.float32), inertia,
+                        iterations=passes)

@@ -294,3 +294,30 @@ def test_silhouette_is_scikit_learns_and_its_sample_estimate_is_not_biased_by_sm
     assert np.mean(sampled) < full - 0.02
     assert silhouette(x, np.zeros(1200, dtype=int)) is None
 
+
+
+def test_silhouettes_of_a_sweep_share_one_distance_pass_and_equal_each_alone():
+    from sklearn.metrics import silhouette_score
+
+    from nscnet.clustering.cluster import silhouette, silhouettes
+
+    x = np.random.default_rng(3).normal(size=(900, 8)).astype(np.float32)
+    labelings = [kmeans(x, k, n_init=1, seed=0).labels for k in (2, 16, 200)] + [np.zeros(900, dtype=int)]
+    together = silhouettes(x, labelings, sample_size=300, seed=4)
+    assert together[-1] is None  # one cluster: no silhouette, the others unaffected
+    for labels, value in zip(labelings[:-1], together[:-1]):
+        assert value == pytest.approx(silhouette(x, labels, sample_size=300, seed=4), abs=1e-12)
+    exact = silhouettes(x, labelings[:2], sample_size=5000)
+    assert exact == pytest.approx([silhouette_score(x, labels) for labels in labelings[:2]], abs=1e-6)
+
+
+@pytest.mark.parametrize("backend", ["faiss", "torch"])
+def test_lloyd_iterations_from_a_sweeps_seeds_match_across_backends(backend):
+    # torch (cache-sized blocks on a CPU) and faiss run the same Lloyd iterations from the same seeds
+    pytest.importorskip("faiss")
+    x = np.random.default_rng(1).normal(size=(900, 8)).astype(np.float32)
+    seeds = sweep_seeds(x, (128, 256), n_init=2, seed=5, backend=backend)
+    reference = kmeans(x, 128, n_init=2, seed=5, backend="faiss", seeds=seeds)
+    result = kmeans(x, 128, n_init=2, seed=5, backend=backend, seeds=seeds)
+    assert result.inertia == pytest.approx(reference.inertia, rel=1e-3)
+    assert len(np.unique(result.labels)) == 128 and result.iterations >= 2

@@ -8,7 +8,7 @@ import pytest
 import torch
 from sklearn.datasets import make_blobs
 
-from nscnet.clustering.cluster import kmeans, truth_metrics, fit_clusters
+from nscnet.clustering.cluster import fit_clusters, kmeans, kmeans_plusplus_restarts, truth_metrics
 from nscnet.clustering.kmeans_torch import kmeans_torch
 from nscnet.config import ClusterParams, ConfigError
 
@@ -51,9 +51,12 @@ def test_same_seed_same_result_and_warm_start():
 
 def test_kmeans_and_fit_clusters_dispatch_to_torch():
     x = np.random.default_rng(5).normal(size=(400, 4)).astype(np.float32)
-    direct = kmeans_torch(x, 7, n_init=2, seed=1, device="cpu")
+    # on a CPU the torch backend starts from the numpy k-means++ seeds (faster there than seeding in torch)
+    starts = kmeans_plusplus_restarts(x, 7, seeds=(1, 2))
+    direct = kmeans_torch(x, 7, n_init=2, seed=1, device="cpu", starts=starts)
     via = kmeans(x, 7, n_init=2, seed=1, backend="torch")
     assert np.array_equal(direct.labels, via.labels)
+    assert via.iterations >= 2  # assignment passes counted, every restart together
     # a CPU device keeps the CPU backends (auto: sklearn below FAISS_MIN_K)
     cpu = fit_clusters(x, ClusterParams(algorithm="kmeans", k=7, n_init=2, seed=1), device=torch.device("cpu"))
     assert cpu.inertia == pytest.approx(kmeans(x, 7, n_init=2, seed=1, backend="sklearn").inertia)

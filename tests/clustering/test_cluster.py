@@ -44,12 +44,15 @@ def test_faiss_and_sklearn_agree_on_inertia_within_one_percent(structured):
 
 
 @pytest.mark.parametrize("k", [2, 9, 200])
-def test_davies_bouldin_is_scikit_learns(k):
-    from sklearn.metrics import davies_bouldin_score
+def test_davies_bouldin_and_calinski_harabasz_are_scikit_learns(k):
+    from sklearn.metrics import calinski_harabasz_score, davies_bouldin_score
+
+    from nscnet.clustering.cluster import calinski_harabasz
 
     x = np.random.default_rng(k).normal(size=(1000, 12)).astype(np.float32)
     labels = np.random.default_rng(1).integers(0, k, size=1000) * 3  # not 0..k-1
     assert davies_bouldin(x, labels) == pytest.approx(davies_bouldin_score(x, labels), rel=1e-6)
+    assert calinski_harabasz(x, labels) == pytest.approx(calinski_harabasz_score(x, labels), rel=1e-6)
 
 
 def test_restarts_seeded_together_are_the_restarts_seeded_alone():

@@ -13,6 +13,8 @@ noise (OPTICS / HDBSCAN only).
   gives every noise point the cluster of its nearest clustered point (`assign_noise`).
 - `internal_metrics`: silhouette (noise excluded, seeded sample), n_clusters, noise_fraction,
   Davies-Bouldin, Calinski-Harabasz; None (missing, never a made-up number) where undefined.
+  `silhouettes`: the silhouettes of several labelings of the same points (a K sweep) from one
+  pass over the sampled distances.
 - `truth_metrics`: NMI, ARI, V-measure, homogeneity, completeness against reference labels,
   over all segments with noise counted as one extra cluster.
 - `stability`: mean pairwise NMI of several labelings.

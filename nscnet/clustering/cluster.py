@@ -545,8 +545,9 @@ def internal_metrics(features: np.ndarray, labels: np.ndarray, *, sample_size: i
     x, kept = x[keep], labels[keep]
     if not 2 <= n_clusters <= len(kept) - 1:
         return out
-    out["davies_bouldin"] = davies_bouldin(x, kept)
-    out["calinski_harabasz"] = calinski_harabasz(x, kept)
+    geometry = _geometry(np.asarray(x, dtype=np.float64), kept)  # centroids once for both scores
+    out["davies_bouldin"] = davies_bouldin(x, kept, geometry=geometry)
+    out["calinski_harabasz"] = calinski_harabasz(x, kept, geometry=geometry)
     out["silhouette"] = (silhouette(x, kept, sample_size=sample_size, seed=seed)
                          if isinstance(silhouette_value, str) else silhouette_value)
     return out
@@ -632,12 +633,12 @@ def _geometry(x: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray
     return codes, counts, centroids, np.linalg.norm(x - centroids[codes], axis=1)
 
 
-def davies_bouldin(x: np.ndarray, labels: np.ndarray) -> float:
+def davies_bouldin(x: np.ndarray, labels: np.ndarray, *, geometry: tuple | None = None) -> float:
     """scikit-learn's `davies_bouldin_score` of features (N, D) and labels (N,) (2 or more
     clusters), computed with one (K, K) centroid-distance matrix instead of one
-    `pairwise_distances` call per cluster: 7.3 s of a K sweep to 2,048 in scikit-learn."""
-    x = np.asarray(x, dtype=np.float64)
-    codes, counts, centroids, own = _geometry(x, labels)
+    `pairwise_distances` call per cluster: 7.3 s of a K sweep to 2,048 in scikit-learn.
+    geometry: `_geometry(x, labels)` when already made (`internal_metrics` shares it)."""
+    codes, counts, centroids, own = geometry or _geometry(np.asarray(x, dtype=np.float64), labels)
     spread = np.bincount(codes, weights=own, minlength=len(counts)) / counts
     squares = np.einsum("ij,ij->i", centroids, centroids)
     between = np.sqrt(np.maximum(squares[:, None] + squares[None, :] - 2 * centroids @ centroids.T, 0))
@@ -648,11 +649,12 @@ def davies_bouldin(x: np.ndarray, labels: np.ndarray) -> float:
     return float(np.mean(np.max((spread[:, None] + spread[None, :]) / between, axis=1)))
 
 
-def calinski_harabasz(x: np.ndarray, labels: np.ndarray) -> float:
+def calinski_harabasz(x: np.ndarray, labels: np.ndarray, *, geometry: tuple | None = None) -> float:
     """scikit-learn's `calinski_harabasz_score` of features (N, D) and labels (N,) (2 or more
-    clusters, fewer than N), vectorized (scikit-learn loops over the clusters in Python)."""
+    clusters, fewer than N), vectorized (scikit-learn loops over the clusters in Python).
+    geometry: as `davies_bouldin`."""
     x = np.asarray(x, dtype=np.float64)
-    _, counts, centroids, own = _geometry(x, labels)
+    _, counts, centroids, own = geometry or _geometry(x, labels)
     n, k = len(x), len(counts)
     within = float(np.sum(own ** 2))
     between = float(np.sum(counts * np.sum((centroids - x.mean(axis=0)) ** 2, axis=1)))
